@@ -1,0 +1,178 @@
+"""Core commands: demo, generate, info, inspect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from steerlab.cli.common import console, friendly_errors, load_model
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Hub id, model folder or .gguf file; default: embedded SmolLM2-135M."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+    app.command("generate")(generate)
+    app.command("info")(info)
+    app.command("inspect")(inspect)
+
+
+def demo(
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 40,
+    layers: Annotated[
+        str, typer.Option(help="Layers to steer (residual stream after block i, from 0).")
+    ] = "6-18",
+) -> None:
+    """Extract a happy-vs-sad vector on the embedded model and show prompts unsteered and steered."""
+    from steerlab.demo import run_demo
+
+    with friendly_errors():
+        run_demo(max_new_tokens=max_new_tokens, layers=layers, console=console)
+
+
+def generate(
+    prompt: Annotated[
+        list[str], typer.Argument(help="One or more prompts (each a user turn unless --no-chat).")
+    ],
+    model: ModelOpt = None,
+    vector: Annotated[
+        list[Path], typer.Option("--vector", "-v", help="Vector file; repeat to compose.")
+    ] = [],  # noqa: B006
+    strength: Annotated[
+        list[float],
+        typer.Option(
+            "--strength", "-s", help="Strength per --vector (norm unit: fraction of typical residual norm)."
+        ),
+    ] = [],  # noqa: B006
+    layers: Annotated[list[str], typer.Option(help="Layers per --vector, e.g. 8-20 or 8,10,12.")] = [],  # noqa: B006
+    op: Annotated[list[str], typer.Option(help="add | ablate | clamp | scale, per --vector.")] = [],  # noqa: B006
+    positions: Annotated[
+        list[str], typer.Option(help="all | prompt | generated | from:K, per --vector.")
+    ] = [],  # noqa: B006
+    unit: Annotated[str, typer.Option(help="norm (fraction of typical residual norm) or raw.")] = "norm",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 64,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    chat: Annotated[bool, typer.Option(help="Wrap prompts in the model's chat template.")] = True,
+    compare: Annotated[bool, typer.Option(help="Also print the unsteered output.")] = False,
+    engine: Annotated[
+        str, typer.Option(help="hf (any op, any site) or llamacpp (add on the residual only, faster).")
+    ] = "hf",
+) -> None:
+    """Generate text, optionally steered by one or more vectors.
+
+    Options given once apply to every vector; given several times they pair up with --vector in order.
+    """
+    from steerlab import Steering, SteeringVector
+
+    with friendly_errors():
+        lm = load_model(model)
+        steerings = []
+        for i, path in enumerate(vector):
+            vec = SteeringVector.load(path, lm)
+            steerings.append(
+                Steering(
+                    vec,
+                    strength=_nth(strength, i),
+                    op=_nth(op, i) or "add",
+                    layers=_nth(layers, i),
+                    positions=_nth(positions, i) or "all",
+                    unit=unit,
+                )
+            )
+        options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, chat=chat)
+        if engine == "llamacpp":
+            from steerlab.interop.llamacpp_engine import generate_llamacpp
+
+            outputs = generate_llamacpp(lm, prompt, steering=steerings or None, **options)
+        elif engine == "hf":
+            outputs = lm.generate(prompt, steering=steerings or None, **options)
+        else:
+            raise typer.BadParameter(f"unknown engine '{engine}': use hf or llamacpp")
+        baseline = lm.generate(prompt, **options) if compare and steerings else None
+        for i, text in enumerate(outputs):
+            console.rule(f"prompt {i + 1}: {prompt[i][:60]}")
+            if baseline is not None:
+                console.print(f"[dim]unsteered:[/] {baseline[i]}")
+                console.print(f"[bold]steered:[/]   {text}")
+            else:
+                console.print(text)
+
+
+def _nth(values: list, i: int):
+    """Per-vector option: one value applies to all, several pair up in order."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    if i >= len(values):
+        raise typer.BadParameter(
+            f"{len(values)} values given for {i + 1}+ vectors; give one or one per vector"
+        )
+    return values[i]
+
+
+def info(
+    path: Annotated[
+        Path, typer.Argument(help="A vector file: steerlab safetensors, GGUF control vector, .svec.")
+    ],
+) -> None:
+    """Print what a vector file holds: model, method, site, layers, norms, provenance."""
+    from steerlab import SteeringVector
+
+    with friendly_errors():
+        vec = SteeringVector.load(path)
+        console.print(vec.describe())
+        table = Table("layer", "direction norm", "typical resid norm", "separation (d')", "accuracy")
+        for layer in vec.layers:
+            diag = vec.diagnostics.get(str(layer), {})
+            norm = vec.norms.get(layer)
+            table.add_row(
+                str(layer),
+                f"{float(vec[layer].norm()):.3f}",
+                f"{norm:.1f}" if norm else "-",
+                f"{diag['d_prime']:.2f}" if "d_prime" in diag else "-",
+                f"{diag['accuracy']:.2f}" if "accuracy" in diag else "-",
+            )
+        console.print(table)
+
+
+def inspect(
+    model: Annotated[
+        str | None, typer.Argument(help="Hub id, folder or .gguf; default: embedded SmolLM2-135M.")
+    ] = None,
+    norms: Annotated[bool, typer.Option(help="Measure the typical residual norm per layer.")] = True,
+) -> None:
+    """Map where one can intervene: blocks, sites, heads, hidden size, typical residual norm per layer."""
+    with friendly_errors():
+        lm = load_model(model)
+        a = lm.anatomy
+        console.print(f"[bold]{lm.model_id}[/]  ({a.model_type}, {type(lm.model).__name__})")
+        console.print(f"decoder blocks  {a.blocks_path}[0..{a.num_layers - 1}]  ({a.num_layers} blocks)")
+        console.print(f"hidden size     {a.hidden_size}")
+        console.print(
+            f"heads           {a.num_heads} x {a.head_dim} (per-head site width {a.num_heads * (a.head_dim or 0)})"
+        )
+        console.print(
+            "layer i          = residual stream right after block i (HF hidden_states[i+1], llama.cpp direction.i)"
+        )
+        sites = Table("site", "where", "module in each block")
+        sites.add_row("resid", "block output (residual stream)", f"{a.blocks_path}[i]")
+        sites.add_row("attn", "attention output, before it joins the residual", a.paths.get("attn", "-"))
+        sites.add_row("mlp", "MLP output, before it joins the residual", a.paths.get("mlp", "-"))
+        sites.add_row(
+            "head", "input of the attention output projection (heads concatenated)", a.paths.get("head", "-")
+        )
+        console.print(sites)
+        if norms:
+            typical = lm.typical_norms("resid")
+            table = Table("layer", "typical residual norm (median token, first token excluded)")
+            for layer in range(a.num_layers):
+                table.add_row(str(layer), f"{typical[layer]:.1f}")
+            console.print(table)

@@ -1,0 +1,582 @@
+"""Contrast-data formats and their loaders.
+
+Every loader refuses bad input with a :class:`~steerlab.errors.DataError` naming the file, the line and what
+was expected versus found: a steering vector silently built from half a file, or from a misspelt key read as
+empty text, looks plausible and is wrong, so we would rather stop early and say exactly where.
+
+Files may be JSONL (one object per line) or one JSON document holding a list of objects (or an object with a
+``"pairs"`` list), because the shared datasets come both ways. Locations in messages are 1-based line numbers
+in the file in both cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steerlab.errors import DataError
+
+T = TypeVar("T")
+
+#: The fewest items a side may have: a mean difference over one example is that example, not a direction.
+MIN_PER_SIDE = 2
+
+# Field names accepted for each format. The first name is the canonical one; the others are the names used
+# by the files we ship against (CAA's original JSON vs the normalised JSONL, RepE's emotion scenarios).
+_AB_MATCHING = ("answer_matching_behavior", "positive_answer")
+_AB_NOT_MATCHING = ("answer_not_matching_behavior", "negative_answer")
+_TEXT_KEYS = ("text", "sentence", "scenario")
+_LABEL_KEYS = ("label", "emotion")
+_PERSONA_KEYS = ("template", "positive", "negative", "suffixes")
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    """Two texts that differ in the concept to steer.
+
+    With ``prompt`` unset, ``positive`` and ``negative`` are whole user messages. With ``prompt`` set, they are
+    continuations of the assistant turn that answers ``prompt`` (CAA's answer letters, completion pairs).
+    """
+
+    positive: str
+    negative: str
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ABItem:
+    """A CAA-style multiple-choice item: the question with its lettered choices and the two answers."""
+
+    question: str
+    matching: str
+    not_matching: str
+
+
+@dataclass(frozen=True)
+class LabelledExample:
+    """One text with its class, for sets where contrast comes from labels rather than from explicit pairs."""
+
+    text: str
+    label: str | int
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A parsed JSON object and where it came from, so later checks can point at the right line."""
+
+    data: Any
+    line: int
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+#: A file's records, or its top-level object when the file is a persona-template spec.
+_Parsed = list[_Record] | dict[str, Any]
+
+
+def _fail(source: str, line: int | None, message: str) -> DataError:
+    where = f"{source}:{line}" if line is not None else source
+    return DataError(f"{where}: {message}")
+
+
+def _read_text(path: str | Path) -> str:
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{p}: cannot read: expected an existing file, found nothing at that path") from None
+    except IsADirectoryError:
+        raise DataError(f"{p}: cannot read: expected a file, found a directory") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{p}: cannot read: expected UTF-8 text, found undecodable bytes ({exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _array_records(text: str, pos: int) -> list[_Record]:
+    """Elements of the JSON array starting at ``pos``, each with the line it starts on.
+
+    Only called on text that already parsed as valid JSON: decoding element by element is how we keep line
+    numbers, which ``json.loads`` throws away.
+    """
+    decoder = json.JSONDecoder()
+    records: list[_Record] = []
+    line, counted = 1, 0
+    pos = _skip_ws(text, pos + 1)  # past "["
+    while text[pos] != "]":
+        value, end = decoder.raw_decode(text, pos)
+        line, counted = line + text.count("\n", counted, pos), pos
+        records.append(_Record(value, line))
+        pos = _skip_ws(text, end)
+        if text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+    return records
+
+
+def _key_offset(text: str, key: str) -> int:
+    """Offset of the value of a top-level ``key`` in valid JSON object text (a text search could hit a nested key)."""
+    decoder = json.JSONDecoder()
+    pos = _skip_ws(text, text.index("{") + 1)
+    while True:
+        name, pos = decoder.raw_decode(text, pos)
+        pos = _skip_ws(text, _skip_ws(text, pos) + 1)  # past ":"
+        if name == key:
+            return pos
+        _, pos = decoder.raw_decode(text, pos)
+        pos = _skip_ws(text, _skip_ws(text, pos) + 1)  # past ","
+
+
+def _jsonl_records(text: str, source: str) -> list[_Record]:
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(_Record(json.loads(line), number))
+        except json.JSONDecodeError as exc:
+            raise _fail(
+                source, number, f"invalid JSON line: expected one JSON object, found {exc.msg}"
+            ) from None
+    return records
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _records(text: str, source: str) -> _Parsed:
+    """The records of a file, or the top-level object itself when it is a persona-template spec.
+
+    ``.jsonl`` files are read line by line. Anything else is tried as one JSON document first, then as JSONL
+    when its first line is a JSON value by itself; otherwise the decoder's error and line are reported, which
+    points at the real mistake in a pretty-printed file.
+    """
+    if source.endswith(".jsonl") or not text.strip():
+        return _jsonl_records(text, source)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if _is_json(next(line for line in text.split("\n") if line.strip())):
+            return _jsonl_records(text, source)
+        raise _fail(source, exc.lineno, f"invalid JSON: {exc.msg}") from None
+    if isinstance(doc, list):
+        return _array_records(text, text.index("["))
+    if isinstance(doc, dict) and isinstance(doc.get("pairs"), list):
+        return _array_records(text, _key_offset(text, "pairs"))
+    if isinstance(doc, dict) and all(k in doc for k in _PERSONA_KEYS):
+        return doc
+    if isinstance(doc, dict):  # a one-record file
+        return [_Record(doc, text[: text.index("{")].count("\n") + 1)]
+    raise _fail(source, 1, f"expected JSON objects or a list of them, found a top-level {_kind(doc)}")
+
+
+def _load(path: str | Path) -> tuple[_Parsed, str]:
+    source = str(path)
+    return _records(_read_text(path), source), source
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _show(value: Any) -> str:
+    shown = json.dumps(value, ensure_ascii=False, default=repr)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+# ------------------------------------------------------------------------------------------------- fields
+
+
+def _object(record: _Record, source: str) -> dict[str, Any]:
+    if not isinstance(record.data, dict):
+        raise _fail(
+            source, record.line, f"expected a JSON object, found a {_kind(record.data)} {_show(record.data)}"
+        )
+    return record.data
+
+
+def _pick(obj: dict[str, Any], names: Sequence[str], line: int, source: str) -> tuple[str, Any]:
+    for name in names:
+        if name in obj:
+            return name, obj[name]
+    wanted = " or ".join(repr(n) for n in names)
+    raise _fail(source, line, f"missing key {wanted}: found keys {sorted(obj)}")
+
+
+def _text(obj: dict[str, Any], names: Sequence[str], line: int, source: str) -> str:
+    name, value = _pick(obj, names, line, source)
+    if not isinstance(value, str):
+        raise _fail(source, line, f"expected {name!r} to be a string, found a {_kind(value)} {_show(value)}")
+    if not value.strip():
+        raise _fail(source, line, f"expected {name!r} to be a non-empty string, found {_show(value)}")
+    return value
+
+
+def _optional_text(obj: dict[str, Any], name: str, line: int, source: str) -> str | None:
+    if obj.get(name) is None:
+        return None
+    return _text(obj, (name,), line, source)
+
+
+def _label(obj: dict[str, Any], line: int, source: str) -> str | int:
+    name, value = _pick(obj, _LABEL_KEYS, line, source)
+    # bool is an int in Python; a true/false label is more likely a mistake than a class id, so refuse it.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _fail(
+            source,
+            line,
+            f"expected {name!r} to be a string or integer, found a {_kind(value)} {_show(value)}",
+        )
+    if isinstance(value, str) and not value.strip():
+        raise _fail(source, line, f"expected {name!r} to be a non-empty string, found {_show(value)}")
+    return value
+
+
+def _require_count(count: int, what: str, source: str) -> None:
+    if count < MIN_PER_SIDE:
+        raise _fail(source, None, f"expected at least {MIN_PER_SIDE} {what}, found {count}")
+
+
+def _list_records(parsed: _Parsed, what: str, source: str) -> list[_Record]:
+    if isinstance(parsed, dict):
+        raise _fail(source, None, f"expected {what}, found a persona template (load it with load_pairs)")
+    return parsed
+
+
+# ------------------------------------------------------------------------------------------------- pairs
+
+
+def persona_pairs(template: str, positive: str, negative: str, suffixes: Sequence[str]) -> list[ContrastPair]:
+    """Repeng-style pairs: the same neutral task asked under two personas.
+
+    Sharing the task between sides makes the persona the only systematic difference, so the mean difference
+    isolates it. ``prompt`` stays unset: the texts are user messages and chat formatting happens when they are
+    read, for whichever model reads them.
+    """
+    if "{persona}" not in template:
+        raise DataError(f"persona template: expected a '{{persona}}' placeholder, found {template!r}")
+    for side, persona in (("positive", positive), ("negative", negative)):
+        if not isinstance(persona, str) or not persona.strip():
+            raise DataError(f"persona template: expected a non-empty {side} persona, found {persona!r}")
+    if len(suffixes) < MIN_PER_SIDE:
+        raise DataError(f"persona template: expected at least {MIN_PER_SIDE} suffixes, found {len(suffixes)}")
+    for number, suffix in enumerate(suffixes, start=1):
+        if not isinstance(suffix, str) or not suffix.strip():
+            raise DataError(
+                f"persona template: suffix {number}: expected a non-empty string, found {_show(suffix)}"
+            )
+    pos, neg = template.replace("{persona}", positive), template.replace("{persona}", negative)
+    return [ContrastPair(f"{pos} {s}", f"{neg} {s}") for s in suffixes]
+
+
+def _persona_spec(spec: dict[str, Any], source: str) -> list[ContrastPair]:
+    try:
+        return persona_pairs(spec["template"], spec["positive"], spec["negative"], spec["suffixes"])
+    except (DataError, TypeError) as exc:
+        raise DataError(f"{source}: {exc}") from None
+
+
+def _parse_pairs(parsed: _Parsed, source: str) -> list[ContrastPair]:
+    if isinstance(parsed, dict):
+        return _persona_spec(parsed, source)
+    pairs = []
+    for record in parsed:
+        obj = _object(record, source)
+        pairs.append(
+            ContrastPair(
+                positive=_text(obj, ("positive",), record.line, source),
+                negative=_text(obj, ("negative",), record.line, source),
+                prompt=_optional_text(obj, "prompt", record.line, source),
+            )
+        )
+    _require_count(len(pairs), "pairs", source)
+    return pairs
+
+
+def load_pairs(path: str | Path) -> list[ContrastPair]:
+    """Load contrast pairs from JSONL, a JSON list, a ``{"pairs": [...]}`` object or a persona template file."""
+    return _parse_pairs(*_load(path))
+
+
+# ----------------------------------------------------------------------------------------------------- A/B
+
+_LETTER = re.compile(r"\s*\(?\s*([A-Z])\s*\)?\s*")
+
+
+def ab_letter(answer: str) -> str:
+    """The choice letter of an answer such as ``"(A)"``, ``" (B)"`` or ``"C"``.
+
+    CAA files write the letter with parentheses and sometimes a leading space; we normalise so that the letter
+    we append when reading is exactly the one in the question's choices.
+    """
+    match = _LETTER.fullmatch(answer) if isinstance(answer, str) else None
+    if match is None:
+        raise DataError(f"expected an answer letter like '(A)' or '(B)', found {_show(answer)}")
+    return match.group(1)
+
+
+def _parse_ab(parsed: _Parsed, source: str) -> list[ABItem]:
+    items = []
+    for record in _list_records(parsed, "A/B items", source):
+        obj = _object(record, source)
+        question = _text(obj, ("question",), record.line, source)
+        answers = [_text(obj, names, record.line, source) for names in (_AB_MATCHING, _AB_NOT_MATCHING)]
+        try:
+            matching, not_matching = (ab_letter(a) for a in answers)
+        except DataError as exc:
+            raise _fail(source, record.line, str(exc)) from None
+        if matching == not_matching:
+            raise _fail(
+                source,
+                record.line,
+                f"expected two different answer letters, found {matching!r} for both sides",
+            )
+        items.append(ABItem(question, answers[0], answers[1]))
+    _require_count(len(items), "A/B items", source)
+    return items
+
+
+def load_ab(path: str | Path) -> list[ABItem]:
+    """Load CAA-style A/B items (original ``answer_*_behavior`` keys or normalised ``*_answer`` keys)."""
+    return _parse_ab(*_load(path))
+
+
+def ab_to_pairs(
+    items: Sequence[ABItem], chat_formatter: Callable[[str, str], str] | None = None
+) -> list[ContrastPair]:
+    """Pairs that end at the answer letter, where CAA reads its activations.
+
+    Both sides end with ``"(" + letter`` (no closing parenthesis), so the last token of each text is the
+    letter itself and the reader's "last token" position is the answer token. Without ``chat_formatter`` the
+    pairs keep the question as ``prompt`` and the letters as assistant continuations, and
+    :func:`steerlab.data.pair_texts` renders them for the model at read time. With ``chat_formatter(user,
+    assistant_prefix) -> str`` the texts are rendered now and are final.
+    """
+    pairs = []
+    for item in items:
+        pos, neg = f"({ab_letter(item.matching)}", f"({ab_letter(item.not_matching)}"
+        if chat_formatter is None:
+            pairs.append(ContrastPair(pos, neg, prompt=item.question))
+        else:
+            pairs.append(ContrastPair(chat_formatter(item.question, pos), chat_formatter(item.question, neg)))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------------- labelled
+
+
+def _parse_labelled(parsed: _Parsed, source: str) -> list[LabelledExample]:
+    examples = []
+    for record in _list_records(parsed, "labelled examples", source):
+        obj = _object(record, source)
+        examples.append(
+            LabelledExample(_text(obj, _TEXT_KEYS, record.line, source), _label(obj, record.line, source))
+        )
+    counts: dict[str | int, int] = {}
+    for example in examples:
+        counts[example.label] = counts.get(example.label, 0) + 1
+    if len(counts) < 2:
+        raise _fail(source, None, f"expected at least 2 distinct labels, found {sorted(map(str, counts))}")
+    for label, count in counts.items():
+        _require_count(count, f"examples labelled {label!r}", source)
+    return examples
+
+
+def load_labelled(path: str | Path) -> list[LabelledExample]:
+    """Load ``{"text", "label"}`` JSONL (also ``sentence``/``scenario`` for text and ``emotion`` for label)."""
+    return _parse_labelled(*_load(path))
+
+
+def _same_label(a: str | int, b: str | int) -> bool:
+    # Labels typed on a command line arrive as strings while files often hold integers; "1" means 1.
+    return str(a) == str(b)
+
+
+def labelled_to_pairs(
+    examples: Sequence[LabelledExample], positive_label: str | int, negative_label: str | int, seed: int = 0
+) -> list[ContrastPair]:
+    """Pair examples of two classes, one from each, truncating to the smaller class.
+
+    The classes are shuffled independently with ``seed`` so that the pairing does not follow file order (which
+    often groups by source site or topic), yet the same seed always gives the same pairs.
+    """
+    if _same_label(positive_label, negative_label):
+        raise DataError(f"expected two different labels, found {positive_label!r} for both sides")
+    sides = []
+    for label in (positive_label, negative_label):
+        texts = [e.text for e in examples if _same_label(e.label, label)]
+        if len(texts) < MIN_PER_SIDE:
+            found = sorted({str(e.label) for e in examples})
+            raise DataError(
+                f"expected at least {MIN_PER_SIDE} examples labelled {label!r}, found {len(texts)} "
+                f"(labels present: {found})"
+            )
+        sides.append(texts)
+    rng = random.Random(seed)
+    for texts in sides:
+        rng.shuffle(texts)
+    return [ContrastPair(p, n) for p, n in zip(*sides, strict=False)]
+
+
+# ------------------------------------------------------------------------------------------- instructions
+
+
+def _parse_instructions(parsed: _Parsed, source: str) -> list[str]:
+    out = []
+    for record in _list_records(parsed, "instructions", source):
+        out.append(_text(_object(record, source), ("instruction",), record.line, source))
+    _require_count(len(out), "instructions", source)
+    return out
+
+
+def load_instructions(path: str | Path) -> list[str]:
+    """Load the ``instruction`` field of each row (refusal-direction JSONL or its original JSON lists)."""
+    return _parse_instructions(*_load(path))
+
+
+# ------------------------------------------------------------------------------------------------- sniffing
+
+_PARSERS: dict[str, Callable[[_Parsed, str], list[Any]]] = {
+    "pairs": _parse_pairs,
+    "ab": _parse_ab,
+    "labelled": _parse_labelled,
+    "instructions": _parse_instructions,
+}
+
+
+def _sniff(first: dict[str, Any]) -> str | None:
+    keys = set(first)
+    if {"positive", "negative"} <= keys:
+        return "pairs"
+    if "question" in keys and keys & set(_AB_MATCHING):
+        return "ab"
+    if keys & set(_TEXT_KEYS) and keys & set(_LABEL_KEYS):
+        return "labelled"
+    if "instruction" in keys:
+        return "instructions"
+    return None
+
+
+def load_any(path: str | Path) -> tuple[str, list[Any]]:
+    """Load a file of any supported format, returning ``(kind, items)``.
+
+    ``kind`` is ``"pairs"``, ``"ab"``, ``"labelled"`` or ``"instructions"``. The format is decided by the keys
+    of the first record, so tools like the linter can take any data file without being told its type.
+    """
+    parsed, source = _load(path)
+    if isinstance(parsed, dict):
+        return "pairs", _persona_spec(parsed, source)
+    if not parsed:
+        raise _fail(source, None, f"expected at least {MIN_PER_SIDE} records, found an empty file")
+    first = _object(parsed[0], source)
+    kind = _sniff(first)
+    if kind is None:
+        raise _fail(
+            source,
+            parsed[0].line,
+            "unknown format: expected keys positive+negative (pairs), question+answer_matching_behavior (A/B), "
+            f"text+label (labelled) or instruction (instructions), found keys {sorted(first)}",
+        )
+    return kind, _PARSERS[kind](parsed, source)
+
+
+# ----------------------------------------------------------------------------------------- split and hash
+
+
+def split(items: Sequence[T], dev_fraction: float = 0.2, seed: int = 0) -> tuple[list[T], list[T]]:
+    """Deterministic train/dev split; both parts keep the input order so diffs of data files stay readable.
+
+    With ``0 < dev_fraction`` and at least two items, dev gets at least one item and train keeps at least one,
+    so a small set never yields an empty side by rounding.
+    """
+    if not 0.0 <= dev_fraction < 1.0:
+        raise DataError(f"expected dev_fraction in [0, 1), found {dev_fraction}")
+    n = len(items)
+    n_dev = round(n * dev_fraction)
+    if dev_fraction > 0 and n >= 2:
+        n_dev = min(max(n_dev, 1), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    dev_idx = set(order[:n_dev])
+    train = [x for i, x in enumerate(items) if i not in dev_idx]
+    dev = [x for i, x in enumerate(items) if i in dev_idx]
+    return train, dev
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    raise DataError(f"data_hash: expected JSON-like data or dataclasses, found {type(obj).__name__}")
+
+
+def data_hash(obj: Any) -> str:
+    """Stable fingerprint of a data set, recorded in vector metadata to say which data built a vector.
+
+    It is the SHA-256 of canonical JSON (sorted keys, no whitespace, UTF-8), so it is the same across runs,
+    machines and Python versions, and changes with any change to any item or to the order of items.
+    """
+    canonical = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ packaged data
+
+
+def _resource_text(*parts: str) -> tuple[str, str]:
+    resource = importlib.resources.files("steerlab.data").joinpath(*parts)
+    source = "steerlab/data/" + "/".join(parts)
+    try:
+        return resource.read_text(encoding="utf-8"), source
+    except FileNotFoundError:
+        raise DataError(
+            f"{source}: expected a packaged data file, found nothing (is the package installed?)"
+        ) from None
+
+
+def demo_pairs(name: str = "happy_sad") -> list[ContrastPair]:
+    """The demo's contrast pairs (a persona template over neutral tasks), shipped inside the package.
+
+    Packaged rather than read from the repo so the demo and the tests work from an installed wheel.
+    """
+    text, source = _resource_text("demo", f"{name}.json")
+    return _parse_pairs(_records(text, source), source)
+
+
+def neutral_prompts() -> list[str]:
+    """Short prompts with no emotional or safety loading, for measuring side effects (e.g. KL) of a vector."""
+    text, source = _resource_text("neutral", "prompts.json")
+    doc = json.loads(text)
+    prompts = doc.get("prompts") if isinstance(doc, dict) else None
+    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise DataError(f"{source}: expected {{'prompts': [non-empty strings]}}, found {_show(doc)}")
+    return list(prompts)

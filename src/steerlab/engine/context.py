@@ -1,0 +1,144 @@
+"""Installing a :class:`Plan` as hooks and taking it out again, leaving the model exactly as it was.
+
+Weights are never touched: every edit lives in a forward hook that returns a new tensor, so removing
+the hooks restores the model bit for bit. A context is an object (no global registry): contexts nest,
+the inner one's hooks run after the outer one's, and each exits on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerlab.engine import ops
+from steerlab.engine.plan import Plan, Term, compile_plan
+from steerlab.engine.spec import Steering
+from steerlab.errors import SteeringError
+
+if TYPE_CHECKING:
+    from steerlab.lm import LM
+
+
+class SteeringContext:
+    """Hooks for one plan. Use as ``with lm.steer(...):``; ``set_rows`` swaps per-row steerings live."""
+
+    def __init__(self, lm: LM, plan: Plan, *, per_row: bool = False) -> None:
+        self.lm = lm
+        self.plan = plan
+        self.per_row = per_row
+        self._handles: list[Any] = []
+        self._positions: torch.Tensor | None = None
+        self._prompt_len: torch.Tensor | None = None
+        self._masks: dict[int, torch.Tensor] = {}
+
+    # ----------------------------------------------------------- lifecycle
+    def __enter__(self) -> SteeringContext:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def install(self) -> None:
+        if self._handles:
+            raise SteeringError("this steering context is already installed; create a new one to nest")
+        try:
+            if self.plan.needs_positions:
+                self._handles.append(
+                    self.lm.model.register_forward_pre_hook(self._track_positions, with_kwargs=True)
+                )
+            for (layer, site), terms in self.plan.terms.items():
+                module = self.lm.anatomy.module(layer, site)
+                if site == "head":
+                    self._handles.append(module.register_forward_pre_hook(self._pre_hook(terms)))
+                else:
+                    self._handles.append(module.register_forward_hook(self._post_hook(terms)))
+        except Exception:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._positions = self._prompt_len = None
+        self._masks.clear()
+
+    def set_rows(self, rows: Sequence[Sequence[Steering]], *, strict_model: bool = True) -> None:
+        """Replace the per-row steerings (e.g. when requests join or leave a shared batch)."""
+        was_active = self.active
+        self.remove()
+        self.plan = compile_plan(self.lm, rows, strict_model=strict_model)
+        self.per_row = True
+        if was_active:
+            self.install()
+
+    def set_prompt_lengths(self, lengths: torch.Tensor) -> None:
+        """Override how many tokens of each row count as prompt (for callers that prefill piecewise)."""
+        self._prompt_len = lengths.to(self.lm.device)
+
+    # --------------------------------------------------------------- hooks
+    def _track_positions(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ref = ids if ids is not None else kwargs.get("inputs_embeds")
+        batch, length = ref.shape[0], ref.shape[1]
+        mask = kwargs.get("attention_mask")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))
+        past_len = int(past.get_seq_length()) if past is not None and hasattr(past, "get_seq_length") else 0
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            real = mask[:, -length:].bool()
+            absolute = (mask.long().cumsum(-1) - 1)[:, -length:]
+        else:
+            real = torch.ones(batch, length, dtype=torch.bool, device=ref.device)
+            absolute = torch.arange(past_len, past_len + length, device=ref.device).expand(batch, length)
+        if past_len == 0 or self._prompt_len is None or self._prompt_len.shape[0] != batch:
+            self._prompt_len = real.sum(-1) if past_len == 0 else torch.zeros(batch, dtype=torch.long)
+        self._positions = torch.where(real, absolute, torch.full_like(absolute, -1))
+        self._masks.clear()
+
+    def _mask(self, term: Term, h: torch.Tensor) -> torch.Tensor:
+        key = id(term)
+        mask = self._masks.get(key)
+        if mask is None:
+            if self._positions is None or self._positions.shape[:2] != h.shape[:2]:
+                raise SteeringError(
+                    "token positions are unknown for this forward pass: position policies need the model "
+                    "to be called through its top-level forward (input_ids + attention_mask)"
+                )
+            kind = term.kind.expand(h.shape[0]) if term.kind.shape[0] == 1 else term.kind
+            start = term.start.expand(h.shape[0]) if term.start.shape[0] == 1 else term.start
+            mask = ops.position_mask(self._positions, self._prompt_len, kind, start)
+            self._masks[key] = mask
+        return mask
+
+    def _apply(self, terms: list[Term], h: torch.Tensor) -> torch.Tensor:
+        for term in terms:
+            if term.rows != 1 and term.rows != h.shape[0]:
+                raise SteeringError(
+                    f"per-row steering was built for {term.rows} rows but the forward pass has {h.shape[0]}"
+                )
+            new = h if term.delta is None else h + term.delta
+            if term.u is not None:
+                new = ops.set_component(new, term.u, term.a, term.b)
+            h = new if term.kind is None else torch.where(self._mask(term, h), new, h)
+        return h
+
+    def _post_hook(self, terms: list[Term]):
+        def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            if isinstance(output, torch.Tensor):
+                return self._apply(terms, output)
+            return (self._apply(terms, output[0]), *output[1:])
+
+        return hook
+
+    def _pre_hook(self, terms: list[Term]):
+        def hook(module: torch.nn.Module, args: tuple) -> tuple:
+            return (self._apply(terms, args[0]), *args[1:])
+
+        return hook

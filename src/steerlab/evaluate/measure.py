@@ -1,0 +1,137 @@
+"""Model-dependent measurement: run the model under an adaptation and collect what the metrics need.
+
+Each function takes the unadapted ``lm`` plus an :class:`Adaptation` and returns plain numbers/arrays;
+the arithmetic on them is in ``metrics.py``. Fluency is always judged by the *unadapted* model, so an
+adaptation cannot make its own degenerate text look likely.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from steerlab.data import ABItem, ab_letter
+from steerlab.errors import DataError
+from steerlab.evaluate import metrics
+from steerlab.evaluate.adaptations import Adaptation, baseline
+
+if TYPE_CHECKING:
+    from steerlab.lm import LM
+
+
+def generate(
+    lm: LM,
+    adaptation: Adaptation,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy completions of each user prompt under the adaptation (batched, left-padded)."""
+    texts = [adaptation.render(lm, p) for p in prompts]
+    out: list[str] = []
+    with adaptation.active(lm) as model:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            out.extend(model.generate(chunk, max_new_tokens=max_new_tokens, chat=False))
+    return out
+
+
+def completion_nll(
+    lm: LM, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL (nats) and token count of each completion after its plain chat prompt, under ``lm``.
+
+    Call it with the unadapted model: the perplexity of steered text under the original model is the
+    fluency measure (degenerate repetition or word salad scores high).
+    """
+    if len(prompts) != len(completions):
+        raise DataError(f"completion_nll: {len(prompts)} prompts but {len(completions)} completions")
+    sums, counts = np.zeros(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
+    rows = []
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        head = lm.encode(lm.chat(p))
+        tail = lm.tokenizer(c, add_special_tokens=False)["input_ids"] if c else []
+        if tail:
+            rows.append((i, head, tail))
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            seqs = [h + t for _, h, t in chunk]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), lm.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, s in enumerate(seqs):
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+            for r, (i, h, t) in enumerate(chunk):
+                pred = logits[r, len(h) - 1 : len(h) + len(t) - 1].float().cpu()
+                nll = metrics.token_nll(pred, torch.tensor(t))
+                sums[i], counts[i] = float(nll.sum()), len(t)
+    return sums, counts
+
+
+def next_token_logits(lm: LM, adaptation: Adaptation, prompts: Sequence[str]) -> torch.Tensor:
+    """Logits of the first response token after each rendered prompt, under the adaptation."""
+    texts = [adaptation.render(lm, p) for p in prompts]
+    with adaptation.active(lm) as model:
+        return model.logits(texts)
+
+
+def kl_on_prompts(
+    lm: LM, adaptation: Adaptation, prompts: Sequence[str], reference: torch.Tensor | None = None
+) -> np.ndarray:
+    """Per-prompt ``KL(unadapted || adapted)`` of the first response token's distribution.
+
+    ``reference`` (the unadapted logits) can be passed in when many adaptations share it.
+    """
+    ref = reference if reference is not None else next_token_logits(lm, baseline(), prompts)
+    return metrics.kl_divergence(ref, next_token_logits(lm, adaptation, prompts))
+
+
+def letter_ids(lm: LM, prefix: str, letters: Sequence[str]) -> list[int]:
+    """Token id of each answer letter as it follows ``prefix`` (which ends with the opening parenthesis)."""
+    base = lm.encode(prefix)
+    out = []
+    for letter in letters:
+        ids = lm.encode(prefix + letter)
+        if ids[: len(base)] != base or len(ids) != len(base) + 1:
+            raise DataError(f"answer letter {letter!r} does not tokenize as one token after '(' for this model")
+        out.append(ids[-1])
+    return out
+
+
+def ab_probabilities(lm: LM, adaptation: Adaptation, items: Sequence[ABItem], batch_size: int = 16) -> np.ndarray:
+    """CAA behaviour probability per item: p(matching letter) / (p(A) + p(B)) right after ``(``."""
+    if not items:
+        raise DataError("ab_probabilities: no A/B items")
+    texts = [adaptation.render(lm, item.question) + "(" for item in items]
+    match, other = [], []
+    for text, item in zip(texts, items, strict=True):
+        m, o = letter_ids(lm, text, [ab_letter(item.matching), ab_letter(item.not_matching)])
+        match.append(m)
+        other.append(o)
+    with adaptation.active(lm) as model:
+        logits = torch.cat([model.logits(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+    return metrics.ab_match_probability(logits, match, other)
+
+
+def throughput(
+    lm: LM, adaptation: Adaptation, prompts: Sequence[str], *, max_new_tokens: int = 24, repeats: int = 1
+) -> float:
+    """Generated tokens per second (greedy, one batch) under the adaptation; best of ``repeats`` runs."""
+    texts = [adaptation.render(lm, p) for p in prompts]
+    best = 0.0
+    with adaptation.active(lm) as model:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            gens = model.generate(texts, max_new_tokens=max_new_tokens, chat=False, details=True)
+            elapsed = time.perf_counter() - start
+            tokens = sum(len(g.token_ids) + (1 if g.finish_reason == "stop" else 0) for g in gens)
+            best = max(best, tokens / elapsed if elapsed > 0 else 0.0)
+    return best

@@ -1,0 +1,352 @@
+"""``engine="llamacpp"``: steered generation through llama.cpp's control-vector API.
+
+llama.cpp decodes small models several times faster than transformers on a CPU, and its control
+vectors are exactly steerlab's ``add`` on the residual stream: ``direction.N`` is added to the output of
+block ``N`` at every position.  So for that one kind of steering this engine hands the raw per-layer
+vectors (strength baked in by :func:`steerlab.interop.export.baked_add`, bit-identical to the runtime
+delta) to ``llama_set_adapter_cvec`` (called ``llama_apply_adapter_cvec`` before llama.cpp b4xxx) and
+decodes with llama.cpp.  Everything else -- other ops, sites, position policies, per-row steering, layer
+0 -- is refused with a message saying why; use the torch engine for those.
+
+It needs the model as a GGUF file (an ``LM`` loaded from one, or a path) and the optional dependency
+``llama-cpp-python`` (``pip install 'steerlab[llamacpp]'``; it compiles from source).  llama.cpp runs the
+file's own (quantised) weights, while steerlab's torch engine runs them dequantised to float32, so the
+two agree closely but not bit for bit (see ``docs/interop.md`` for the measured agreement).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from steerlab.errors import ModelError, SteeringError
+from steerlab.interop.export import as_numpy, baked_add
+
+if TYPE_CHECKING:
+    from steerlab.lm import LM
+
+__all__ = ["LlamaCppEngine", "generate_llamacpp", "llama_cpp_available"]
+
+INSTALL_HINT = (
+    "engine='llamacpp' needs llama-cpp-python: pip install 'steerlab[llamacpp]' (it compiles llama.cpp; "
+    'on CPUs with AMX build with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF '
+    '-DGGML_AMX_TILE=OFF")'
+)
+
+
+def llama_cpp_available() -> bool:
+    """Whether ``llama_cpp`` can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelError(f"{INSTALL_HINT} ({exc})") from exc
+    return llama_cpp
+
+
+def _set_cvec_fn(llama_cpp: Any) -> Callable[..., int]:
+    """The control-vector setter under its current or its pre-rename name."""
+    for name in ("llama_set_adapter_cvec", "llama_apply_adapter_cvec", "llama_control_vector_apply"):
+        fn = getattr(llama_cpp, name, None)
+        if fn is not None:
+            return fn
+    raise ModelError("this llama-cpp-python exposes no control-vector API (llama_set_adapter_cvec)")
+
+
+def _gguf_of(source: LM | str | os.PathLike[str]) -> Path:
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+    else:
+        path = Path(str(source.source))
+        if path.suffix != ".gguf":
+            raise ModelError(
+                f"engine='llamacpp' runs GGUF files, but this model was loaded from {source.source!r}; load "
+                "it from a .gguf file (steerlab.load('model.gguf'), or no argument for the embedded model) "
+                "or use the torch engine"
+            )
+    if not path.is_file():
+        raise ModelError(f"GGUF model file not found: {path}")
+    return path
+
+
+class LlamaCppEngine:
+    """One llama.cpp model and context; steering is installed per :meth:`generate` call.
+
+    ``lm`` (optional) supplies the tokenizer, chat template and model checks so token ids and text
+    handling are identical to the torch engine; without it llama.cpp's own tokenizer and the GGUF's
+    chat template are used.  Not thread-safe: one generation at a time.
+    """
+
+    def __init__(
+        self,
+        model: LM | str | os.PathLike[str],
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        llama_cpp = _import_llama_cpp()
+        self._lib = llama_cpp
+        self._set_cvec = _set_cvec_fn(llama_cpp)
+        self.lm: LM | None = None if isinstance(model, str | os.PathLike) else model
+        self.path = _gguf_of(model)
+        threads = n_threads or len(os.sched_getaffinity(0))
+        try:
+            self.llama = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_batch=min(n_ctx, 512),
+                n_threads=threads,
+                n_threads_batch=threads,
+                logits_all=False,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"llama.cpp could not load {self.path}: {exc}") from exc
+        self.n_embd = int(self.llama.n_embd())
+        self.n_layer = int(llama_cpp.llama_model_n_layer(self.llama._model.model))
+        self.n_vocab = int(self.llama.n_vocab())
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llama._model.model)
+        if self.lm is not None and (self.lm.hidden_size, self.lm.num_layers) != (self.n_embd, self.n_layer):
+            raise ModelError(
+                f"{self.path} has width {self.n_embd} and {self.n_layer} blocks, but the model it is paired "
+                f"with has width {self.lm.hidden_size} and {self.lm.num_layers}"
+            )
+
+    def close(self) -> None:
+        """Free llama.cpp's memory now rather than at garbage collection."""
+        self.llama.close()
+
+    def __enter__(self) -> LlamaCppEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ steering
+    def control_vector(self, steering: Any, **steer_options: Any) -> dict[int, np.ndarray]:
+        """The raw per-layer vectors llama.cpp will add for ``steering`` (checked against this model)."""
+        from steerlab.engine.spec import as_steerings
+
+        items = as_steerings(steering, **steer_options)
+        if not items:
+            return {}
+        for item in items:
+            self._check_vector(item.vector)
+        return as_numpy(baked_add(items, lm=self.lm, what="the llama.cpp engine").deltas)
+
+    def _check_vector(self, vector: Any) -> None:
+        if self.lm is not None:
+            vector.check_fits(self.lm.anatomy, self.lm.model_id)
+            return
+        if vector.width != self.n_embd:
+            raise SteeringError(
+                f"vector width {vector.width} does not fit {self.path.name}, whose residual stream has width "
+                f"{self.n_embd}"
+            )
+        bad = [layer for layer in vector.layers if layer >= self.n_layer]
+        if bad and len(vector.layers) > 1:
+            raise SteeringError(f"vector has layers {bad} but {self.path.name} has only {self.n_layer} blocks")
+
+    @contextlib.contextmanager
+    def steered(self, vectors: dict[int, np.ndarray]):
+        """Install ``vectors`` (steerlab layer -> raw float32) as the context's control vector."""
+        if not vectors:
+            yield
+            return
+        bad = [layer for layer in vectors if not 1 <= layer < self.n_layer]
+        if bad:
+            raise SteeringError(f"layers {bad} cannot carry a llama.cpp control vector (valid: 1..{self.n_layer - 1})")
+        # llama.cpp's buffer holds layer 1 at offset 0 (there is never a slot for layer 0).
+        buffer = np.zeros((self.n_layer - 1, self.n_embd), dtype=np.float32)
+        for layer, vec in vectors.items():
+            buffer[layer - 1] = vec
+        flat = np.ascontiguousarray(buffer.reshape(-1))
+        pointer = flat.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        ctx = self.llama._ctx.ctx
+        code = self._set_cvec(ctx, pointer, flat.size, self.n_embd, min(vectors), max(vectors))
+        if code != 0:
+            raise SteeringError(f"llama.cpp refused the control vector (error {code})")
+        try:
+            yield
+        finally:
+            self._set_cvec(ctx, None, 0, self.n_embd, -1, -1)
+
+    # ------------------------------------------------------------ text
+    def _prompt_ids(self, prompt: str, chat: bool, system: str | None) -> list[int]:
+        if self.lm is not None:
+            return self.lm.encode(self.lm.chat(prompt, system) if chat else prompt)
+        text = self._render_chat(prompt, system) if chat else prompt
+        ids = self.llama.tokenize(text.encode("utf-8"), add_bos=not chat, special=True)
+        if not ids:
+            raise SteeringError(f"prompt {prompt[:40]!r} encodes to no tokens")
+        return ids
+
+    def _render_chat(self, prompt: str, system: str | None) -> str:
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return f"{system + chr(10) if system else ''}User: {prompt}\nAssistant:"
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos = self.llama.detokenize([self.llama.token_eos()], special=True).decode("utf-8", "replace")
+        bos = self.llama.detokenize([self.llama.token_bos()], special=True).decode("utf-8", "replace")
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+        return formatter(messages=messages).prompt
+
+    def _decode(self, tokens: list[int]) -> str:
+        if self.lm is not None:
+            return self.lm.tokenizer.decode(tokens, skip_special_tokens=True)
+        return self.llama.detokenize(tokens).decode("utf-8", "replace")
+
+    def _is_eos(self, token: int) -> bool:
+        if self.lm is not None:
+            return token in _eos_ids(self.lm)
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    # ------------------------------------------------------------ decoding
+    def _next_logits(self) -> np.ndarray:
+        pointer = self._lib.llama_get_logits_ith(self.llama._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        steering: Any = None,
+        row_steering: Sequence[Any] | None = None,
+        chat: bool = True,
+        system: str | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        on_token: Callable[[int, int, str], None] | None = None,
+        details: bool = False,
+        **steer_options: Any,
+    ) -> Any:
+        """Same contract as :func:`steerlab.generate.generate` (greedy unless ``temperature > 0``).
+
+        Prompts are decoded one after another (llama.cpp's control vector is per context, and batch 1 is
+        where it is fastest on a CPU).  Sampling uses numpy with ``seed`` (its draws differ from torch's).
+        """
+        from steerlab.generate import Generation
+
+        if row_steering is not None:
+            raise SteeringError(
+                "per-row steering needs the torch engine: llama.cpp applies one control vector per context"
+            )
+        single = isinstance(prompts, str)
+        prompt_list = [prompts] if single else list(prompts)
+        if not prompt_list:
+            raise SteeringError("no prompts given")
+        if max_new_tokens < 1:
+            raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0 < top_p <= 1:
+            raise SteeringError(f"top_p must be in (0, 1], got {top_p}")
+        vectors = self.control_vector(steering, **steer_options) if steering is not None else {}
+        encoded = [self._prompt_ids(p, chat, system) for p in prompt_list]
+        limit = self.llama.n_ctx()
+        for ids in encoded:
+            if len(ids) + max_new_tokens > limit:
+                raise SteeringError(
+                    f"prompt of {len(ids)} tokens + {max_new_tokens} new tokens exceeds the llama.cpp context of "
+                    f"{limit}; create the engine with a larger n_ctx"
+                )
+        outs = []
+        with self.steered(vectors):
+            for row, ids in enumerate(encoded):
+                rng = np.random.default_rng((seed or 0) + row) if temperature > 0 else None
+                outs.append(self._one(row, ids, max_new_tokens, temperature, top_p, rng, stop, on_token, Generation))
+        values = outs if details else [g.text for g in outs]
+        return values[0] if single else values
+
+    def _one(self, row, ids, max_new_tokens, temperature, top_p, rng, stop, on_token, generation_cls):
+        self.llama.reset()
+        self.llama.eval(ids)
+        tokens: list[int] = []
+        text, finish = "", None
+        for step in range(max_new_tokens):
+            token = _pick(self._next_logits(), temperature, top_p, rng)
+            if self._is_eos(token):
+                finish = "stop"
+                break
+            tokens.append(token)
+            new_text = self._decode(tokens)
+            cut = _stop_at(new_text, stop)
+            if cut is not None:
+                new_text, finish = new_text[:cut], "stop"
+            if on_token is not None and len(new_text) > len(text):
+                on_token(row, token, new_text[len(text) :])
+            text = new_text
+            if finish is not None:
+                break
+            if step + 1 < max_new_tokens:
+                self.llama.eval([token])
+        return generation_cls(text, tokens, finish or "length", len(ids))
+
+
+def _pick(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator | None) -> int:
+    if temperature <= 0 or rng is None:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    if top_p < 1.0:
+        order = np.argsort(-probs)
+        sorted_p = probs[order]
+        keep = np.cumsum(sorted_p) - sorted_p < top_p
+        probs = np.zeros_like(probs)
+        probs[order[keep]] = sorted_p[keep]
+        probs /= probs.sum()
+    return int(rng.choice(probs.size, p=probs))
+
+
+def _stop_at(text: str, stop: Sequence[str] | None) -> int | None:
+    if not stop:
+        return None
+    hits = [text.find(s) for s in stop if s and s in text]
+    return min(hits) if hits else None
+
+
+def _eos_ids(lm: LM) -> set[int]:
+    ids: set[int] = set()
+    for source in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list | tuple):
+            ids.update(int(x) for x in source)
+    return ids
+
+
+def generate_llamacpp(
+    model: LM | str | os.PathLike[str],
+    prompts: str | Sequence[str],
+    *,
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """One-shot :meth:`LlamaCppEngine.generate` (loads the GGUF, generates, frees it).
+
+    ``model`` is an ``LM`` loaded from a ``.gguf`` file or a ``.gguf`` path; ``kwargs`` are those of
+    ``lm.generate`` (``steering``, ``max_new_tokens``, ``chat``, ``system``, ``temperature``, ``top_p``,
+    ``seed``, ``stop``, ``on_token``, ``details`` and the steer options).  Reuse a
+    :class:`LlamaCppEngine` to avoid reloading the model for every call.
+    """
+    if n_ctx is None:
+        n_ctx = max(2048, int(kwargs.get("max_new_tokens", 64)) + 1024)
+    with LlamaCppEngine(model, n_ctx=n_ctx, n_threads=n_threads) as engine:
+        return engine.generate(prompts, **kwargs)

@@ -1,0 +1,58 @@
+"""Shared fixtures. The real embedded model is loaded once per session (a cached copy loads in ~1 s)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+HAPPY_SAD_TASKS = [
+    "Describe your morning routine.",
+    "Explain how to boil an egg.",
+    "Tell me about the weather today.",
+    "What do you think of your job?",
+    "Write about your weekend.",
+    "Describe a walk in the park.",
+    "Tell me about your family.",
+    "What did you eat for lunch?",
+    "Describe the room you are in.",
+    "Talk about a book you read.",
+    "How was your commute?",
+    "Describe your neighbourhood.",
+]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def lm():
+    """The real embedded SmolLM2-135M-Instruct."""
+    import steerlab
+
+    return steerlab.load()
+
+
+@pytest.fixture(scope="session")
+def happy_pairs() -> list[tuple[str, str]]:
+    return [
+        (f"Act as if you are extremely happy. {t}", f"Act as if you are extremely sad. {t}")
+        for t in HAPPY_SAD_TASKS
+    ]
+
+
+@pytest.fixture(scope="session")
+def happy_vector(lm, happy_pairs):
+    import steerlab
+
+    return steerlab.extract(lm, happy_pairs, method="mean_diff")
