@@ -21,7 +21,7 @@ DEMO_PROMPTS = (
 DEMO_STRENGTHS = (-0.08, -0.04, 0.0, 0.04, 0.08)
 
 
-def run_demo(*, max_new_tokens: int = 40, layers: str = "6-18", console: Console | None = None) -> None:
+def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Console | None = None) -> None:
     import steerlab
     from steerlab.data import demo_pairs
 

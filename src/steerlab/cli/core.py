@@ -27,7 +27,7 @@ def demo(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 40,
     layers: Annotated[
         str, typer.Option(help="Layers to steer (residual stream after block i, from 0).")
-    ] = "6-18",
+    ] = "10-16",
 ) -> None:
     """Extract a happy-vs-sad vector on the embedded model and show prompts unsteered and steered."""
     from steerlab.demo import run_demo

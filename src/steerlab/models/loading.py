@@ -8,6 +8,7 @@ safetensors folder keyed by the source file's hash; later loads read that folder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -69,13 +70,28 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' per-load progress bars; steerlab shows its own status. Restored on exit."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _from_folder(
     folder: str | Path, dtype: torch.dtype | None, device: str
 ) -> tuple[torch.nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or "auto")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or "auto")
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return model.to(device).eval(), tokenizer
 
 
@@ -104,8 +120,9 @@ def _convert_gguf(path: Path, target: Path) -> None:
     """Dequantise once, save a plain copy, and keep it only if it reproduces the logits bit for bit."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model.eval()
     reference = _probe_logits(model)
     _strip_gguf_quantizer(model)
