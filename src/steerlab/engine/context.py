@@ -130,10 +130,27 @@ class SteeringContext:
         return h
 
     def _post_hook(self, terms: list[Term]):
+        if len(terms) == 1 and terms[0].u is None and terms[0].kind is None:
+            return self._add_hook(terms[0])
+
         def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
             if isinstance(output, torch.Tensor):
                 return self._apply(terms, output)
             return (self._apply(terms, output[0]), *output[1:])
+
+        return hook
+
+    def _add_hook(self, term: Term):
+        """The common case (one additive edit at every position) with nothing else on the hot path."""
+        delta, rows = term.delta, term.rows
+
+        def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            h = output if isinstance(output, torch.Tensor) else output[0]
+            if rows != 1 and h.shape[0] != rows:
+                self._apply([term], h)  # raises the row-count error
+            if h is output:
+                return output + delta
+            return (output[0] + delta, *output[1:])
 
         return hook
 
