@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from steerlab.data.chat import pair_texts
+from steerlab.data.formats import ContrastPair
 from steerlab.errors import DataError
 from steerlab.methods import RunningMeanDiff
 from steerlab.reader import NormMeter, iter_read
@@ -45,37 +47,34 @@ def texts_hash(positive: Sequence[str], negative: Sequence[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _as_pair(i: int, item: Any) -> ContrastPair:
+    if isinstance(item, ContrastPair):
+        pair = item
+    elif isinstance(item, dict):
+        pair = ContrastPair(item.get("positive"), item.get("negative"), item.get("prompt"))
+    elif isinstance(item, tuple | list) and len(item) == 2:
+        pair = ContrastPair(item[0], item[1])
+    else:
+        raise DataError(
+            f"pair {i}: expected (positive, negative), a dict or a ContrastPair, got {type(item).__name__}"
+        )
+    if (
+        not isinstance(pair.positive, str)
+        or not isinstance(pair.negative, str)
+        or not pair.positive
+        or not pair.negative
+    ):
+        raise DataError(f"pair {i}: expected non-empty 'positive' and 'negative' strings, got {item!r}"[:200])
+    return pair
+
+
 def contrast_texts(lm: LM, data: Any, *, chat: bool = True) -> tuple[list[str], list[str]]:
-    """Turn pairs (ContrastPair objects, ``(pos, neg)`` tuples or dicts) into the strings to read."""
+    """The exact positive/negative strings to read: pairs go through the one chat formatter."""
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, list | tuple) for x in data):
         positive, negative = list(data[0]), list(data[1])
     else:
-        positive, negative = [], []
-        for i, item in enumerate(data):
-            if isinstance(item, dict):
-                pos, neg, prompt = item.get("positive"), item.get("negative"), item.get("prompt")
-            elif isinstance(item, tuple | list) and len(item) == 2:
-                (pos, neg), prompt = item, None
-            else:
-                pos, neg, prompt = (
-                    getattr(item, "positive", None),
-                    getattr(item, "negative", None),
-                    getattr(item, "prompt", None),
-                )
-            if not isinstance(pos, str) or not isinstance(neg, str) or not pos or not neg:
-                raise DataError(
-                    f"pair {i}: expected non-empty 'positive' and 'negative' strings, got {item!r}"[:200]
-                )
-            if chat:
-                if prompt:
-                    head = lm.chat(prompt)
-                    pos, neg = head + pos, head + neg
-                else:
-                    pos, neg = lm.chat(pos), lm.chat(neg)
-            elif prompt:
-                pos, neg = prompt + pos, prompt + neg
-            positive.append(pos)
-            negative.append(neg)
+        pairs = [_as_pair(i, item) for i, item in enumerate(data)]
+        positive, negative = pair_texts(pairs, lm.tokenizer if chat else None, chat=chat)
     if len(positive) < 2 or len(negative) < 2:
         raise DataError(
             f"need at least 2 examples per side, got {len(positive)} positive and {len(negative)} negative"

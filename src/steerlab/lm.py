@@ -87,12 +87,9 @@ class LM:
 
     def chat(self, user: str, system: str | None = None) -> str:
         """The prompt string for one user turn, in the model's own chat template (plain text if none)."""
-        if not self.has_chat_template:
-            return f"{system + chr(10) if system else ''}User: {user}\nAssistant:"
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from steerlab.data.chat import format_user
+
+        return format_user(self.tokenizer, user, system=system)
 
     # -------------------------------------------------------------- steering
     def steer(
