@@ -15,7 +15,7 @@ from torch import nn
 import steerlab
 from steerlab.errors import ModelError, SteerlabError
 from steerlab.models import find_anatomy
-from tiny_models import ARCHS, HEADS, HIDDEN, LAYERS, ByteTokenizer, build
+from tiny_models import ARCHS, HEADS, HIDDEN, LAYERS, ByteTokenizer, build, one_thread
 
 # arch -> (blocks path, attention name, mlp name, head (out projection) name, head_dim)
 EXPECTED = {
@@ -40,6 +40,12 @@ FINAL_NORM = {
 # Gemma 2/3 normalise each sublayer's output again before adding it to the residual stream.
 SANDWICH = {"gemma2", "gemma3"}
 TEXT = "The cat sat on the mat, then it slept."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module", params=ARCHS)

@@ -15,12 +15,18 @@ import torch
 import steerlab
 from steerlab.engine import Steering
 from steerlab.errors import SteeringError
-from tiny_models import ARCHS, build
+from tiny_models import ARCHS, build, one_thread
 
 LAYER = 1  # the middle block of the three
 TEXTS = ["The quick brown fox.", "Hi!", "Steering vectors move activations around."]
 GEN_PROMPTS = ["abcdef", "xy", "hello world!"]  # 7, 3 and 13 tokens with BOS: left padding differs
 SITES = ("resid", "attn", "mlp", "head")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -56,7 +62,7 @@ def _batch(lm, texts):
     return ids, mask
 
 
-def _site_io(lm, layer: int, site: str, steer=None, texts=TEXTS):
+def _site_io(lm, layer: int, site: str, steer, texts=TEXTS):
     """(original, steered) output of ``site`` at ``layer`` in one forward pass under ``steer``."""
     module = lm.anatomy.module(layer, site)
     seen: dict[str, torch.Tensor] = {}
@@ -72,7 +78,7 @@ def _site_io(lm, layer: int, site: str, steer=None, texts=TEXTS):
     before = register(grab("before"))
     ids, mask = _batch(lm, texts)
     try:
-        with torch.no_grad(), steer if steer is not None else _null():
+        with torch.no_grad(), steer:
             after = register(grab("after"))
             try:
                 lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
@@ -81,14 +87,6 @@ def _site_io(lm, layer: int, site: str, steer=None, texts=TEXTS):
     finally:
         before.remove()
     return seen["before"], seen["after"]
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -230,7 +228,8 @@ def test_nested_contexts_restore_in_order(lm):
 
 def test_generate_is_unchanged_after_steering(lm):
     before = lm.generate(GEN_PROMPTS, max_new_tokens=5, chat=False)
-    lm.generate(GEN_PROMPTS, max_new_tokens=5, chat=False, steering=_vector(lm), strength=2.0)
+    steered = lm.generate(GEN_PROMPTS, max_new_tokens=5, chat=False, steering=_vector(lm), strength=2.0)
+    assert steered != before
     assert lm.generate(GEN_PROMPTS, max_new_tokens=5, chat=False) == before
     assert _no_hooks(lm)
 
@@ -346,6 +345,14 @@ def test_prompt_only_leaves_decode_untouched_and_generated_only_leaves_prompt_un
         assert not torch.equal(lm.logits(TEXTS), base)
 
 
+def test_from_k_in_a_right_padded_forward(lm):
+    # lm.logits pads on the right: "from 4" covers columns 4.. of each row's real tokens, never padding
+    lengths = torch.tensor([len(lm.encode(t)) for t in TEXTS])
+    h, out = _site_io(lm, LAYER, "resid", lm.steer(_vector(lm), strength=1.0, unit="raw", positions=4))
+    cols = torch.arange(h.shape[1])[None]
+    assert torch.equal((out != h).any(-1), (cols >= 4) & (cols < lengths[:, None]))
+
+
 # ---------------------------------------------------------------------------------------------- per-row
 def test_per_row_matches_rows_alone(lm):
     s1 = Steering(_vector(lm, seed=1), strength=0.8)
@@ -389,6 +396,19 @@ def test_per_row_single_row_plan_refuses_larger_batch(lm):
         lm.logits(TEXTS)
 
 
+def test_typical_norms_ignore_active_steering():
+    # The norm unit falls back to lm.typical_norms(), measured lazily and cached on the LM. Measuring it
+    # while another steering context is installed must not bake that steering into the cached norms.
+    steered_first = _lm("llama")
+    outer = steered_first.steer(_vector(steered_first, layers=(0,)), strength=5.0, unit="raw")
+    with outer, steered_first.steer(_vector(steered_first), strength=0.5):  # first norm-unit use: measures
+        pass
+    clean = _lm("llama").typical_norms("resid")
+    measured = steered_first.typical_norms("resid")
+    for layer, value in clean.items():
+        assert measured[layer] == pytest.approx(value, rel=1e-5), f"layer {layer}"
+
+
 # ------------------------------------------------------------------------------------ every architecture
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_arch_steers_and_restores(arch):
@@ -400,23 +420,49 @@ def test_every_arch_steers_and_restores(arch):
             steered = lm.logits(TEXTS)
         assert not torch.allclose(steered, base, atol=1e-5), f"{arch}: steering at '{site}' did nothing"
         assert torch.equal(lm.logits(TEXTS), base), f"{arch}: '{site}' not restored"
-        _, out = _site_io(lm, LAYER, site, lm.steer(vec, op="ablate"))
+        _, out = _site_io(lm, LAYER, site, lm.steer(vec, op="ablate", unit="raw"))
         assert _comp(out, _unit(vec[LAYER])).abs().max() < 1e-5
     assert _no_hooks(lm)
+
+
+def _site_changes_during(lm, layer: int, site: str, steer, run) -> list[torch.Tensor]:
+    """Like :func:`_changes_during` for any site: the "after" hook is registered inside ``steer``."""
+    module = lm.anatomy.module(layer, site)
+    pre, post = [], []
+
+    def grab(store):
+        if site == "head":
+            return lambda m, args: store.append(args[0].detach().clone())
+        return lambda m, a, out: store.append(
+            (out if isinstance(out, torch.Tensor) else out[0]).detach().clone()
+        )
+
+    register = module.register_forward_pre_hook if site == "head" else module.register_forward_hook
+    handles = [register(grab(pre))]
+    try:
+        with steer:
+            handles.append(register(grab(post)))
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(pre) == len(post) > 1
+    return [(a != b).any(-1) for a, b in zip(pre, post, strict=True)]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_arch_positions_in_generate(arch):
     lm = _lm(arch)
-    vec = _vector(lm)
     lengths = [len(lm.encode(p)) for p in GEN_PROMPTS]
 
     def run():
-        lm.generate(
-            GEN_PROMPTS, max_new_tokens=5, chat=False, steering=vec, strength=1.0, unit="raw", positions=5
-        )
+        lm.generate(GEN_PROMPTS, max_new_tokens=4, chat=False)
 
-    _check_maps(_changes_during(lm, LAYER, run), lengths, POLICIES[5], arch)
+    for site in SITES:
+        if arch == "opt" and site == "mlp":
+            continue  # flattened tokens: see test_opt_mlp_site_per_row_and_positions
+        steer = lm.steer(_vector(lm, site), strength=1.0, unit="raw", positions=5)
+        _check_maps(_site_changes_during(lm, LAYER, site, steer, run), lengths, POLICIES[5], f"{arch} {site}")
 
 
 @pytest.mark.parametrize("arch", ARCHS)

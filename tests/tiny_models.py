@@ -9,7 +9,8 @@ real tokenizer: it maps UTF-8 bytes to ids, which handles any text the library f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -242,3 +243,18 @@ def build(arch: str, seed: int = SEED) -> tuple[nn.Module, ByteTokenizer]:
     model.generation_config.eos_token_id = EOS
     model.generation_config.pad_token_id = PAD
     return model, ByteTokenizer()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the previous setting.
+
+    Tiny models are all overhead: on a shared 2-core machine, OpenMP's worker threads spend far more time
+    waiting for each other than computing (measured here: 30x slower CPU time with 2 threads).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

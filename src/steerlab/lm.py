@@ -41,6 +41,7 @@ class LM:
         self.source = source
         self.anatomy = anatomy
         self._norms: dict[str, dict[int, float]] = {}
+        self.steering_paused = False  # read by every steering hook: True = pass activations through
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -119,7 +120,11 @@ class LM:
         if site not in self._norms:
             from steerlab.reader import read
 
-            acts = read(self, list(NORM_PROBE_TEXTS), list(range(self.num_layers)), site=site)
+            paused, self.steering_paused = self.steering_paused, True
+            try:
+                acts = read(self, list(NORM_PROBE_TEXTS), list(range(self.num_layers)), site=site)
+            finally:
+                self.steering_paused = paused
             self._norms[site] = acts.norms
         return self._norms[site]
 
@@ -159,7 +164,7 @@ def from_model(model: torch.nn.Module, tokenizer: Any, model_id: str = "", block
     return LM(
         model,
         tokenizer,
-        model_id or getattr(model.config, "_name_or_path", ""),
+        model_id or getattr(getattr(model, "config", None), "_name_or_path", ""),
         "memory",
         find_anatomy(model, blocks),
     )

@@ -127,6 +127,8 @@ def iter_read(
     def make_hook(layer: int, pre: bool):
         def take(h: torch.Tensor) -> None:
             h = h.detach()
+            if h.dim() == 2:  # tokens flattened to (batch * tokens, width), e.g. OPT's MLP
+                h = h.view(len(state["lengths"]), -1, h.shape[-1])
             if norms is not None:
                 norms.update(layer, h, state["lengths"])
             store[layer] = _select(h, state["lengths"], position).float()

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = "1"
 # Layer i = the residual stream right after decoder block i, blocks counted from 0. This equals HF
-# ``hidden_states[i + 1]``, TransformerLens ``blocks.i.hook_resid_post`` and llama.cpp's ``direction.i``.
+# ``hidden_states[i + 1]`` (except the last block, where transformers applies the final norm first),
+# TransformerLens ``blocks.i.hook_resid_post`` and llama.cpp's ``direction.i``.
 CONVENTION = "block_output"
 # Conventions we can convert from: name -> offset added to the stored layer index to get ours.
 CONVERTIBLE = {CONVENTION: 0, "hf_hidden_states": -1}

@@ -49,7 +49,7 @@ class SteeringContext:
         if self._handles:
             raise SteeringError("this steering context is already installed; create a new one to nest")
         try:
-            if self.plan.needs_positions:
+            if self.plan.needs_positions or self.per_row:
                 self._handles.append(
                     self.lm.model.register_forward_pre_hook(self._track_positions, with_kwargs=True)
                 )
@@ -85,9 +85,13 @@ class SteeringContext:
 
     # --------------------------------------------------------------- hooks
     def _track_positions(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.lm.steering_paused:
+            return
         ids = kwargs.get("input_ids", args[0] if args else None)
         ref = ids if ids is not None else kwargs.get("inputs_embeds")
         batch, length = ref.shape[0], ref.shape[1]
+        if self.per_row and batch != self.plan.rows:
+            raise SteeringError(f"per-row steering was built for {self.plan.rows} rows but the batch has {batch}")
         mask = kwargs.get("attention_mask")
         past = kwargs.get("cache", kwargs.get("past_key_values"))
         past_len = int(past.get_seq_length()) if past is not None and hasattr(past, "get_seq_length") else 0
@@ -129,25 +133,41 @@ class SteeringContext:
             h = new if term.kind is None else torch.where(self._mask(term, h), new, h)
         return h
 
+    def _apply_site(self, terms: list[Term], h: torch.Tensor) -> torch.Tensor:
+        """Some blocks (OPT's MLP) flatten tokens to ``(batch * tokens, width)``: view them back first."""
+        if h.dim() != 2:
+            return self._apply(terms, h)
+        known = self._positions is not None and self._positions.numel() == h.shape[0]
+        shape = self._positions.shape if known else (1, h.shape[0])
+        return self._apply(terms, h.view(*shape, h.shape[-1])).view_as(h)
+
     def _post_hook(self, terms: list[Term]):
         if len(terms) == 1 and terms[0].u is None and terms[0].kind is None:
-            return self._add_hook(terms[0])
+            return self._add_hook(terms)
 
         def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            if self.lm.steering_paused:
+                return None
             if isinstance(output, torch.Tensor):
-                return self._apply(terms, output)
-            return (self._apply(terms, output[0]), *output[1:])
+                return self._apply_site(terms, output)
+            return (self._apply_site(terms, output[0]), *output[1:])
 
         return hook
 
-    def _add_hook(self, term: Term):
+    def _add_hook(self, terms: list[Term]):
         """The common case (one additive edit at every position) with nothing else on the hot path."""
-        delta, rows = term.delta, term.rows
+        delta, rows = terms[0].delta, terms[0].rows
+        lm = self.lm
 
         def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            if lm.steering_paused:
+                return None
             h = output if isinstance(output, torch.Tensor) else output[0]
+            if h.dim() != 3:  # flattened tokens: the general path views them back
+                new = self._apply_site(terms, h)
+                return new if h is output else (new, *output[1:])
             if rows != 1 and h.shape[0] != rows:
-                self._apply([term], h)  # raises the row-count error
+                self._apply(terms, h)  # raises the row-count error
             if h is output:
                 return output + delta
             return (output[0] + delta, *output[1:])
@@ -155,7 +175,9 @@ class SteeringContext:
         return hook
 
     def _pre_hook(self, terms: list[Term]):
-        def hook(module: torch.nn.Module, args: tuple) -> tuple:
-            return (self._apply(terms, args[0]), *args[1:])
+        def hook(module: torch.nn.Module, args: tuple) -> tuple | None:
+            if self.lm.steering_paused:
+                return None
+            return (self._apply_site(terms, args[0]), *args[1:])
 
         return hook

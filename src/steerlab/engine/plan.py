@@ -92,7 +92,8 @@ def _edits_for(lm: LM, steering: Steering, *, strict_model: bool) -> dict[tuple[
         if norm == 0 and steering.op != "add":
             raise SteeringError(f"layer {layer}: the direction is all zeros, so '{steering.op}' is undefined")
         unit = raw / norm if norm > 0 else raw
-        typical = _typical_norm(lm, steering, layer, site) if steering.unit == "norm" else 1.0
+        needs_norm = steering.unit == "norm" and steering.op in ("add", "clamp")
+        typical = _typical_norm(lm, steering, layer, site) if needs_norm else 1.0
         if steering.op == "add":
             vec = unit * (strength * typical) if steering.unit == "norm" else raw * strength
             edits[(layer, site)] = _Edit("add", vec, 1.0, 0.0, pos)

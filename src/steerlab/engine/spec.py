@@ -6,6 +6,7 @@ Strength units:
   layer being edited (recorded in the vector at extraction, else measured on the model). ``add`` with
   strength 0.5 adds a vector half as long as a typical token's residual state, on every layer alike, so
   the same number means the same push across layers and models.
+  At the ``attn``/``mlp``/``head`` sites the reference is that site's own typical norm.
 * ``unit="raw"``: ``strength * direction`` exactly as stored (the llama.cpp/repeng convention).
 
 Op meanings (``c`` is the component of the activation along the unit direction ``u``):
