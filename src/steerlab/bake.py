@@ -60,14 +60,12 @@ if TYPE_CHECKING:
     from steerlab.lm import LM
     from steerlab.vector import SteeringVector
 
-__all__ = ["BakeReport", "bake", "runtime_equivalent"]
+__all__ = ["Affine", "BakeReport", "bake", "fold_input", "fold_output", "runtime_equivalent"]
 
 MLP_OUT_NAMES = ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "fc_out", "wo")
 BIAS_FLAGS = {"mlp": ("mlp_bias",), "attn": ("attention_bias",)}
-PROBE_TEXTS = (
-    "The old lighthouse keeper climbed the stairs every evening to light the lamp.",
-    "Q: What is the capital of France?\nA: The capital of France is",
-)
+# One short text: every position is compared, and the bias/orthogonalisation acts on all of them alike.
+PROBE_TEXT = "The old lighthouse keeper climbed the stairs. Q: What is the capital of France? A: It is"
 # Logits of the baked model may differ from runtime steering only by float rounding: the bias is added
 # inside the projection instead of after the residual sum, and orthogonalised weights are computed in
 # float64 then rounded.  Measured on SmolLM2-135M (float32): ~1e-5 relative; allowed: 1e-4 of the logit
@@ -107,7 +105,7 @@ class BakeReport:
 
 
 @dataclass
-class _Affine:
+class Affine:
     """``y -> y + ((a - 1) (y . u) + b) u`` after ``y -> y + delta``; ``u`` unit or None."""
 
     delta: torch.Tensor | None
@@ -129,7 +127,7 @@ class _Affine:
         return self.apply_vec(zero)
 
 
-def fold_output(weight: torch.Tensor, bias: torch.Tensor | None, edit: _Affine):
+def fold_output(weight: torch.Tensor, bias: torch.Tensor | None, edit: Affine):
     """``(W, c)`` of ``x -> edit(W x + c)``; ``W`` is ``(out, in)``, all float64."""
     if edit.u is not None:
         u = edit.u
@@ -138,7 +136,7 @@ def fold_output(weight: torch.Tensor, bias: torch.Tensor | None, edit: _Affine):
     return weight, bias
 
 
-def fold_input(weight: torch.Tensor, bias: torch.Tensor | None, edit: _Affine):
+def fold_input(weight: torch.Tensor, bias: torch.Tensor | None, edit: Affine):
     """``(W, c)`` of ``x -> W edit(x) + c``; ``W`` is ``(out, in)``, all float64."""
     t = edit.offset()
     if t is not None:
@@ -150,7 +148,7 @@ def fold_input(weight: torch.Tensor, bias: torch.Tensor | None, edit: _Affine):
     return weight, bias
 
 
-def _term_edits(term: Term) -> list[_Affine]:
+def _term_edits(term: Term) -> list[Affine]:
     """A compiled plan term (one row, every position) as affine edits, float64."""
     if term.kind is not None:
         raise SteeringError("a position policy other than 'all' cannot be baked into weights")
@@ -158,9 +156,9 @@ def _term_edits(term: Term) -> list[_Affine]:
         raise SteeringError("per-row steering cannot be baked into one set of weights")
     delta = None if term.delta is None else term.delta.reshape(-1).double()
     if term.u is None:
-        return [_Affine(delta, None, 1.0, 0.0)]
+        return [Affine(delta, None, 1.0, 0.0)]
     u = term.u.reshape(-1).double()
-    return [_Affine(delta, u, float(term.a.reshape(-1)[0]), float(term.b.reshape(-1)[0]))]
+    return [Affine(delta, u, float(term.a.reshape(-1)[0]), float(term.b.reshape(-1)[0]))]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -201,9 +199,10 @@ def _module_names(model: nn.Module) -> dict[int, str]:
 
 @dataclass
 class _Bake:
-    """Ordered edits: ``(module, side, edit, label)``; plus the orthogonalisation direction if any."""
+    """Ordered edits ``(module, kind 'mlp'|'attn', side 'output'|'input', edit, label)``, plus the
+    direction removed from the embeddings when the bake is an orthogonalisation."""
 
-    edits: list[tuple[nn.Linear, str, str, _Affine, str]] = field(default_factory=list)  # + kind mlp/attn
+    edits: list[tuple[nn.Linear, str, str, Affine, str]] = field(default_factory=list)
     orthogonal: torch.Tensor | None = None  # unit direction removed from embeddings (Arditi)
 
 
@@ -276,7 +275,7 @@ def _plan_bake(lm: LM, steerings: list[Steering], strict_model: bool) -> _Bake:
             steering.vector.check_fits(lm.anatomy, lm.model_id)
         u = _single_direction(steering, steering.resolved_layers()).double()
         plan_out.orthogonal = u
-        ablate = _Affine(None, u, 0.0, 0.0)
+        ablate = Affine(None, u, 0.0, 0.0)
         for layer in range(lm.num_layers):
             plan_out.edits.append(
                 (_attn_out(lm, layer), "attn", "output", ablate, f"block {layer} attn out: ablate")
@@ -387,7 +386,7 @@ def _build(lm: LM, tensors: dict[str, torch.Tensor], changes: dict[str, Any], un
         if key in tensors:
             state[key] = tensors[key]
         elif key in original:
-            state[key] = original[key].detach().clone()
+            state[key] = original[key].detach()  # shared, read-only: the new model is saved, never trained
         elif key.endswith(".bias"):
             state[key] = torch.zeros_like(ref)  # siblings of a new bias (gate/up, q/k/v): zero
         else:
@@ -398,7 +397,9 @@ def _build(lm: LM, tensors: dict[str, torch.Tensor], changes: dict[str, Any], un
             f"{type(model).__name__} has no parameter {missing[0]} even with {changes or 'its config'}; "
             "this edit cannot be baked into this architecture"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    if not untie and _tied(lm.model):
+        model.tie_weights()
     model.generation_config = copy.deepcopy(lm.model.generation_config)
     return model.eval()
 
@@ -457,14 +458,12 @@ def _verify(lm: LM, folder: Path, steerings: list[Steering], strict_model: bool)
     if problems:
         raise ModelError(f"the baked folder does not load cleanly in transformers: {problems}")
     baked = baked.to(lm.device).eval()
-    worst, scale = 0.0, 1.0
-    for text in PROBE_TEXTS:
-        ids = lm.encode(text)
-        with runtime_equivalent(lm, steerings, strict_model=strict_model):
-            ref = _full_logits(lm.model, ids, lm.device)
-        got = _full_logits(baked, ids, lm.device)
-        worst = max(worst, float((got - ref).abs().max()))
-        scale = max(scale, float(ref.abs().max()))
+    ids = lm.encode(PROBE_TEXT)
+    with runtime_equivalent(lm, steerings, strict_model=strict_model):
+        ref = _full_logits(lm.model, ids, lm.device)
+    got = _full_logits(baked, ids, lm.device)
+    worst = float((got - ref).abs().max())
+    scale = max(1.0, float(ref.abs().max()))
     if not worst <= ATOL + RTOL * scale:
         raise ModelError(
             f"the baked model does not reproduce runtime steering (max |logit diff| {worst:.3g} at logit scale "
@@ -552,7 +551,10 @@ def bake(
     try:
         model.save_pretrained(staging)
         del model
-        lm.tokenizer.save_pretrained(staging)
+        if hasattr(lm.tokenizer, "save_pretrained"):
+            lm.tokenizer.save_pretrained(staging)
+        else:
+            report.notes.append("the tokenizer has no save_pretrained; the folder holds no tokenizer files")
         if verify:
             report.max_abs_diff, report.logit_scale = _verify(lm, staging, items, strict_model)
             report.verified = True

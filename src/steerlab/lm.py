@@ -101,7 +101,7 @@ class LM:
         op: str = "add",
         layers: Any = None,
         positions: Any = "all",
-        unit: str = "norm",
+        unit: str | None = None,
         site: str | None = None,
         strict_model: bool = True,
     ) -> SteeringContext:
@@ -129,8 +129,18 @@ class LM:
         return self._norms[site]
 
     # ------------------------------------------------------------ generation
-    def generate(self, prompts: str | Sequence[str], **kwargs: Any) -> Any:
-        """See :func:`steerlab.generate.generate`. A single string returns a single string."""
+    def generate(self, prompts: str | Sequence[str], *, engine: str = "torch", **kwargs: Any) -> Any:
+        """See :func:`steerlab.generate.generate`. A single string returns a single string.
+
+        ``engine="llamacpp"`` runs the same request on llama.cpp (GGUF-loaded models, ``add`` steering on
+        the residual stream only; several times faster on CPU), see ``docs/interop.md``.
+        """
+        if engine == "llamacpp":
+            from steerlab.interop.llamacpp_engine import generate_llamacpp
+
+            return generate_llamacpp(self, prompts, **kwargs)
+        if engine != "torch":
+            raise SteeringError(f"unknown engine '{engine}'; expected 'torch' or 'llamacpp'")
         from steerlab.generate import generate
 
         return generate(self, prompts, **kwargs)

@@ -113,10 +113,11 @@ def read_vector(path: Path) -> SteeringVector:
     if kind == "safetensors":
         return read_safetensors(path)
     if kind == "gguf":
+        from steerlab.interop.export import restore_steerlab_record
         from steerlab.interop.gguf_cvec import read_control_vector
 
         directions, provenance = read_control_vector(path)
-        return _from_foreign(path, directions, provenance)
+        return restore_steerlab_record(_from_foreign(path, directions, provenance), path)
     if kind == "svec":
         from steerlab.interop.svec import read_svec
 

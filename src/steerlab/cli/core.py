@@ -55,15 +55,18 @@ def generate(
     positions: Annotated[
         list[str], typer.Option(help="all | prompt | generated | from:K, per --vector.")
     ] = [],  # noqa: B006
-    unit: Annotated[str, typer.Option(help="norm (fraction of typical residual norm) or raw.")] = "norm",
+    unit: Annotated[
+        str | None,
+        typer.Option(help="norm (fraction of typical residual norm) or raw; default: the vector's own."),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 64,
     temperature: float = 0.0,
     seed: int | None = None,
     chat: Annotated[bool, typer.Option(help="Wrap prompts in the model's chat template.")] = True,
     compare: Annotated[bool, typer.Option(help="Also print the unsteered output.")] = False,
     engine: Annotated[
-        str, typer.Option(help="hf (any op, any site) or llamacpp (add on the residual only, faster).")
-    ] = "hf",
+        str, typer.Option(help="torch (any op, any site) or llamacpp (add on the residual only, faster).")
+    ] = "torch",
 ) -> None:
     """Generate text, optionally steered by one or more vectors.
 
@@ -87,14 +90,7 @@ def generate(
                 )
             )
         options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, chat=chat)
-        if engine == "llamacpp":
-            from steerlab.interop.llamacpp_engine import generate_llamacpp
-
-            outputs = generate_llamacpp(lm, prompt, steering=steerings or None, **options)
-        elif engine == "hf":
-            outputs = lm.generate(prompt, steering=steerings or None, **options)
-        else:
-            raise typer.BadParameter(f"unknown engine '{engine}': use hf or llamacpp")
+        outputs = lm.generate(prompt, steering=steerings or None, engine=engine, **options)
         baseline = lm.generate(prompt, **options) if compare and steerings else None
         for i, text in enumerate(outputs):
             console.rule(f"prompt {i + 1}: {prompt[i][:60]}")

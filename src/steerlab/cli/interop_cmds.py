@@ -25,12 +25,20 @@ def _load_model(source: str | None):
 def export_cmd(
     vector: Path = typer.Argument(..., help="Vector file (steerlab safetensors, GGUF or .svec)."),
     out: Path = typer.Argument(..., help="Output .gguf control vector."),
-    strength: float | None = typer.Option(None, help="Strength baked into the file (default: the vector's calibrated default)."),
-    layers: str | None = typer.Option(None, help="Layers to export, e.g. '8-20' (layer 0 has no slot in llama.cpp)."),
+    strength: float | None = typer.Option(
+        None, help="Strength baked into the file (default: the vector's calibrated default)."
+    ),
+    layers: str | None = typer.Option(
+        None, help="Layers to export, e.g. '8-20' (layer 0 has no slot in llama.cpp)."
+    ),
     unit: str = typer.Option("norm", help="Strength unit: 'norm' (× typical residual norm) or 'raw'."),
     op: str = typer.Option("add", help="Only 'add' can be expressed in a control vector."),
-    model: str | None = typer.Option(None, help="Check the vector against this model and measure missing norms."),
-    model_hint: str | None = typer.Option(None, help="controlvector.model_hint to write (default: model type)."),
+    model: str | None = typer.Option(
+        None, help="Check the vector against this model and measure missing norms."
+    ),
+    model_hint: str | None = typer.Option(
+        None, help="controlvector.model_hint to write (default: model type)."
+    ),
 ) -> None:
     """Write a llama.cpp control vector (use it with llama-cli --control-vector OUT)."""
     from steerlab.interop.export import export_gguf, import_vector
@@ -53,7 +61,9 @@ def export_cmd(
 
 
 def import_cmd(
-    file: Path = typer.Argument(..., help="GGUF control vector (llama.cpp, repeng, dialz, EasySteer), .svec or steerlab file."),
+    file: Path = typer.Argument(
+        ..., help="GGUF control vector (llama.cpp, repeng, dialz, EasySteer), .svec or steerlab file."
+    ),
     out: Path | None = typer.Option(None, help="Save as a steerlab vector (.safetensors)."),
     model: str | None = typer.Option(None, help="Check that the vector fits this model."),
     loose: bool = typer.Option(False, help="With --model: accept a vector recorded for another model id."),
@@ -78,12 +88,18 @@ def import_cmd(
 def bake_cmd(
     vector: Path = typer.Argument(..., help="Vector file."),
     out: Path = typer.Option(..., "--out", help="Folder to write the baked HF model to."),
-    strength: float | None = typer.Option(None, help="Strength (default: the vector's calibrated default; 1 for ablate)."),
-    layers: str | None = typer.Option(None, help="Layers, e.g. '8-20' (ablate on the residual stream: every layer)."),
+    strength: float | None = typer.Option(
+        None, help="Strength (default: the vector's calibrated default; 1 for ablate)."
+    ),
+    layers: str | None = typer.Option(
+        None, help="Layers, e.g. '8-20' (ablate on the residual stream: every layer)."
+    ),
     op: str = typer.Option("add", help="add | ablate | clamp | scale (see docs/interop.md for what bakes)."),
     unit: str = typer.Option("norm", help="Strength unit: 'norm' or 'raw'."),
     site: str | None = typer.Option(None, help="resid | attn | mlp | head (default: the vector's site)."),
-    direction_from: int | None = typer.Option(None, help="Use this layer's direction at every layer (for ablation)."),
+    direction_from: int | None = typer.Option(
+        None, help="Use this layer's direction at every layer (for ablation)."
+    ),
     model: str | None = typer.Option(None, help=MODEL_HELP),
     force: bool = typer.Option(False, help="Replace a non-empty output folder."),
     verify: bool = typer.Option(True, help="Reload the folder and compare logits with runtime steering."),

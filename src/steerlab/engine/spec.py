@@ -45,12 +45,14 @@ class Steering:
     op: str = "add"
     layers: tuple[int, ...] | None = None
     positions: Positions = "all"
-    unit: str = "norm"
+    unit: str | None = None  # None: the vector's calibrated default unit, else "norm"
     site: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.vector, SteeringVector):
             raise SteeringError(f"expected a SteeringVector, got {type(self.vector).__name__}")
+        if self.unit is None:
+            object.__setattr__(self, "unit", self.vector.defaults.get("unit", "norm"))
         if self.op not in OPS:
             raise SteeringError(f"unknown op '{self.op}'; expected one of {', '.join(OPS)}")
         if self.unit not in UNITS:

@@ -42,6 +42,7 @@ __all__ = [
     "export_gguf",
     "import_vector",
     "model_hint_for",
+    "restore_steerlab_record",
 ]
 
 # Metadata steerlab writes next to the tensors (llama.cpp ignores metadata).  A ``steerlab.*`` key not
@@ -160,10 +161,11 @@ def baked_add(
             steering.vector.check_fits(lm.anatomy, lm.model_id)
         units.add(steering.unit)
         for layer in layers:
+            direction = _direction_at(steering.vector, layer)
             typical = _typical_norm(steering.vector, layer, lm) if steering.unit == "norm" else None
             if typical is not None:
                 norms[layer] = typical
-            delta = add_delta(_direction_at(steering.vector, layer), strength, typical)
+            delta = add_delta(direction, strength, typical)
             deltas[layer] = deltas[layer] + delta if layer in deltas else delta
             strengths[layer] = strengths.get(layer, 0.0) + strength
     unit = units.pop() if len(units) == 1 else "mixed"
@@ -181,6 +183,7 @@ def model_hint_for(vector: SteeringVector, lm: LM | None = None, model_hint: str
         lm.anatomy.model_type if lm is not None else None,
         vector.provenance.get("model_type"),
         vector.provenance.get("model_hint"),
+        _known_model_type(vector.model_id),
         vector.model_id,
     ):
         if isinstance(candidate, str) and candidate.strip():
@@ -189,6 +192,22 @@ def model_hint_for(vector: SteeringVector, lm: LM | None = None, model_hint: str
         "cannot tell which model family this vector is for (no model id recorded); pass model_hint "
         "(e.g. 'llama') or the model"
     )
+
+
+def _known_model_type(model_id: str) -> str | None:
+    """The HF ``model_type`` of ``model_id`` without loading or downloading anything, if known here."""
+    if not model_id:
+        return None
+    from steerlab.models.loading import EMBEDDED_ID
+
+    if model_id == EMBEDDED_ID:
+        return "llama"
+    try:
+        from transformers import AutoConfig
+
+        return str(AutoConfig.from_pretrained(model_id, local_files_only=True).model_type)
+    except Exception:  # not cached / not a model id: the caller falls back to the id itself
+        return None
 
 
 def _metadata(vector: SteeringVector, baked: BakedAdd) -> dict[str, str]:
@@ -246,16 +265,25 @@ def _json_field(metadata: Mapping[str, Any], key: str, path: Path) -> Any:
         raise VectorError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from exc
 
 
-def _restore_steerlab(vector: SteeringVector, metadata: Mapping[str, Any], path: Path) -> SteeringVector:
-    """Give back what steerlab recorded when it exported this file (model, method, norms)."""
+def restore_steerlab_record(vector: SteeringVector, path: str | os.PathLike[str] = "") -> SteeringVector:
+    """Give back what steerlab recorded when it exported this file (model, method, norms).
+
+    Idempotent, so :func:`steerlab.vector_io.read_vector` may call it too.  Files without that record
+    (other writers, or ``write_control_vector`` with free-form extras) are returned as read.  In a file with the record, an unknown ``steerlab.*`` key means a newer export
+    format whose meaning this version cannot know: refused rather than half-understood.
+    """
+    metadata = vector.provenance.get("metadata")
+    if vector.provenance.get("format") != FORMAT_LLAMA_CPP or not isinstance(metadata, Mapping):
+        return vector
+    if KEY_MODEL_ID not in metadata:
+        return vector
+    path = Path(path) if path else Path(str(vector.provenance.get("path", "")))
     unknown = sorted(k for k in metadata if k.startswith("steerlab.") and k not in STEERLAB_KEYS)
     if unknown:
         raise VectorError(
             f"{path}: unknown steerlab metadata {unknown}; the file was written by a newer steerlab whose "
             "meaning this version cannot know"
         )
-    if KEY_MODEL_ID not in metadata:
-        return vector
     norms_raw = _json_field(metadata, KEY_NORMS, path) if KEY_NORMS in metadata else {}
     baked = _json_field(metadata, KEY_BAKED, path) if KEY_BAKED in metadata else {}
     if not isinstance(norms_raw, dict) or not isinstance(baked, dict):
@@ -266,25 +294,32 @@ def _restore_steerlab(vector: SteeringVector, metadata: Mapping[str, Any], path:
     except (TypeError, ValueError) as exc:
         raise VectorError(f"{path}: malformed steerlab metadata ({exc})") from exc
     if hidden != vector.width:
-        raise VectorError(f"{path}: metadata says hidden size {hidden} but the tensors have width {vector.width}")
+        raise VectorError(
+            f"{path}: metadata says hidden size {hidden} but the tensors have width {vector.width}"
+        )
     method = str(metadata.get(KEY_METHOD, "unknown"))
     note = (
         f"exported for llama.cpp with strength baked in (op add, unit {baked.get('unit', '?')}); the directions "
         "are the raw vectors llama.cpp adds: apply with unit='raw', strength=1 to reproduce it"
     )
-    return replace(
-        vector,
-        model_id=str(metadata[KEY_MODEL_ID]),
-        hidden_size=hidden,
-        method=f"{method} (llama.cpp export)",
-        data_hash=str(metadata.get(KEY_DATA_HASH, "")),
-        norms=norms,
-        notes=note,
-        provenance={**vector.provenance, "baked": baked},
-    )
+    try:
+        return replace(
+            vector,
+            model_id=str(metadata[KEY_MODEL_ID]),
+            hidden_size=hidden,
+            method=f"{method} (llama.cpp export)",
+            data_hash=str(metadata.get(KEY_DATA_HASH, "")),
+            norms=norms,
+            notes=note,
+            provenance={**vector.provenance, "baked": baked},
+        )
+    except VectorError as exc:
+        raise VectorError(f"{path}: {exc}") from exc
 
 
-def import_vector(path: str | os.PathLike[str], lm: LM | None = None, *, strict_model: bool = True) -> SteeringVector:
+def import_vector(
+    path: str | os.PathLike[str], lm: LM | None = None, *, strict_model: bool = True
+) -> SteeringVector:
     """Read any vector file steerlab understands; restore steerlab's own record from GGUFs it exported.
 
     With ``lm`` the result is checked against the model (width, layer range, and -- for steerlab
@@ -293,10 +328,7 @@ def import_vector(path: str | os.PathLike[str], lm: LM | None = None, *, strict_
     from steerlab.vector import SteeringVector
 
     path = Path(path)
-    vector = SteeringVector.load(path)
-    metadata = vector.provenance.get("metadata") or {}
-    if vector.provenance.get("format") == FORMAT_LLAMA_CPP and isinstance(metadata, Mapping):
-        vector = _restore_steerlab(vector, metadata, path)
+    vector = restore_steerlab_record(SteeringVector.load(path), path)
     if lm is not None:
         vector.check_fits(lm.anatomy, lm.model_id, strict_model=strict_model)
     return vector
@@ -304,4 +336,6 @@ def import_vector(path: str | os.PathLike[str], lm: LM | None = None, *, strict_
 
 def as_numpy(deltas: Mapping[int, torch.Tensor]) -> dict[int, np.ndarray]:
     """Per-layer float32 numpy copies (what the GGUF writer and llama.cpp take)."""
-    return {layer: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for layer, t in deltas.items()}
+    return {
+        layer: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for layer, t in deltas.items()
+    }
