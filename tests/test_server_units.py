@@ -4,7 +4,6 @@ continuous-batching scheduler (every request decodes exactly as it would alone),
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +22,15 @@ from steerlab.server.scheduler import Job, Scheduler
 from steerlab.server.textstream import TextStream, held_back
 from steerlab.vector import SteeringVector
 from tiny_models import HIDDEN, LAYERS, build
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when the machine is oversubscribed)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_lm(arch: str = "llama"):
@@ -71,15 +79,15 @@ class Collector:
 
 # ------------------------------------------------------------------------------ kv cache
 def fake_cache(rows: list[int], width: int, fill: float):
-    """A cache-like object with one layer whose keys are ``fill`` at real steps and 0 at padding."""
+    """A real DynamicCache with one layer whose keys are ``fill + row`` at real steps and 0 at padding."""
+    from transformers.cache_utils import DynamicCache
+
     keys = torch.zeros(len(rows), 1, width, 2)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for r, n in enumerate(rows):
         keys[r, :, width - n :] = fill + r
         mask[r, width - n :] = 1
-    layer = SimpleNamespace(keys=keys, values=keys.clone(), is_sliding=False)
-    layer.__class__ = type("DynamicLayer", (SimpleNamespace,), {})
-    return SimpleNamespace(layers=[layer]), mask
+    return DynamicCache(ddp_cache_data=[(keys, keys.clone())]), mask
 
 
 def test_merge_left_pads_the_shorter_side_and_keeps_rows_in_order():
@@ -100,8 +108,12 @@ def test_select_rows_trims_columns_that_became_padding_everywhere():
 
 
 def test_sliding_window_caches_are_not_mergeable():
+    from transformers.cache_utils import DynamicCache, DynamicSlidingWindowLayer
+
     cache, mask = fake_cache([2], 2, 1.0)
-    cache.layers[0].is_sliding = True
+    assert kvcache.is_mergeable(cache)
+    cache = DynamicCache()
+    cache.layers = [DynamicSlidingWindowLayer(sliding_window=4)]
     assert not kvcache.is_mergeable(cache)
     with pytest.raises(SteerlabError, match="cannot be merged"):
         kvcache.merge(cache, mask, cache, mask)

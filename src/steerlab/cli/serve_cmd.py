@@ -78,6 +78,8 @@ def register(app: typer.Typer) -> None:
                 max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                 api_key=api_key,
             )
+            if vectors is not None and not vectors.is_dir():
+                raise SteerlabError(f"--vectors must be a folder of vector files; {vectors} is not a folder")
             lm = steerlab.load(model, device=device)
             app_ = create_app(lm, config=config, vectors_dir=vectors)
         except SteerlabError as exc:

@@ -48,6 +48,7 @@ log = logging.getLogger("steerlab.server")
 STATIC = Path(__file__).parent / "static"
 UPLOAD_PATH = "/v1/steering/vectors"
 FORM_OVERHEAD = 64 * 1024
+COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
 class ServerState:
@@ -241,6 +242,8 @@ async def _stream(run: Run, request: Request, make_chunk, usage_chunk) -> AsyncI
         if usage_chunk is not None:
             yield _sse(usage_chunk(_usage(sum(run.prompt_tokens), sum(completion))))
         yield b"data: [DONE]\n\n"
+    except APIError as exc:  # the headers are sent already: report in-band, as OpenAI does
+        yield _sse(exc.body())
     finally:
         run.cancel()
 
@@ -413,7 +416,8 @@ def _add_openai_routes(app: FastAPI, state: ServerState) -> None:
             raise bad_request("logprobs are not supported by this server", param="logprobs")
         if body.suffix:
             raise bad_request("suffix (insertion) is not supported by this server", param="suffix")
-        max_tokens = _check_common(state, body, body.max_tokens)
+        default = min(COMPLETION_DEFAULT_TOKENS, state.config.max_tokens)
+        max_tokens = _check_common(state, body, default if body.max_tokens is None else body.max_tokens)
         steering = build_steerings(state, body.steering)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if len(prompts) > state.config.max_batch:

@@ -90,8 +90,10 @@ def select_rows(
     cache: Any, mask: torch.Tensor, keep: torch.Tensor, *, cut: bool = True
 ) -> tuple[Any, torch.Tensor]:
     """Keep only the batch rows ``keep`` (a 1-D index tensor); with ``cut``, then :func:`trim`."""
-    for layer in _layers(cache):
-        if isinstance(layer.keys, torch.Tensor) and layer.keys.dim() == 4:
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(keep)
+    else:
+        for layer in _layers(cache):
             layer.keys = layer.keys.index_select(0, keep)
             layer.values = layer.values.index_select(0, keep)
     mask = mask.index_select(0, keep)

@@ -15,6 +15,7 @@ import torch
 from steerlab.engine import Steering
 from steerlab.errors import DataError, VectorError
 from steerlab.reader import read
+from steerlab.server.textstream import REPLACEMENT
 from steerlab.vector import SteeringVector
 
 
@@ -29,6 +30,8 @@ def token_pieces(decode: Any, ids: list[int]) -> list[str]:
     pieces, before = [], ""
     for i in range(len(ids)):
         now = decode(ids[: i + 1])
+        if i < len(ids) - 1:  # a character split over tokens belongs to the token that completes it
+            now = now.rstrip(REPLACEMENT)
         if now.startswith(before):
             pieces.append(now[len(before) :])
             before = now

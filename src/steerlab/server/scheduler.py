@@ -197,7 +197,7 @@ class Scheduler:
                     )
                 for fn, future in calls:
                     self._run_call(fn, future)
-                self._drop_cancelled()
+                self._guarded(self._drop_cancelled, [])
                 if admitted:
                     self._guarded(lambda jobs=admitted: self._prefill(jobs), admitted)
                 if len(self._batch):
@@ -399,9 +399,12 @@ class Scheduler:
                 log.warning("this model's KV cache cannot be merged: falling back to static batching")
         tokens = pick_tokens(result.logits[:, -1], [job.sampling for job in jobs])
         self.metrics.tokens(len(tokens))
-        live = [
-            row for row, job in enumerate(jobs) if not job.cancelled and not self._accept(job, tokens[row])
-        ]
+        live = []
+        for row, job in enumerate(jobs):
+            if job.cancelled:
+                self.metrics.add("requests_cancelled_total")
+            elif not self._accept(job, tokens[row]):
+                live.append(row)
         if not live:
             return
         index = torch.tensor(live, device=device)
@@ -450,8 +453,9 @@ class Scheduler:
         self.metrics.tokens(n)
         keep = []
         for row, job in enumerate(b.jobs):
-            if job.cancelled or self._accept(job, tokens[row]):
-                continue
-            keep.append(row)
+            if job.cancelled:
+                self.metrics.add("requests_cancelled_total")
+            elif not self._accept(job, tokens[row]):
+                keep.append(row)
         b.pending = torch.tensor(tokens, device=b.pending.device)
         self._keep_rows(keep)

@@ -103,7 +103,9 @@ class CompletionRequest(SamplingFields):
         Annotated[str, Field(max_length=MAX_TEXT)]
         | Annotated[list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(min_length=1, max_length=32)]
     )
-    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    max_tokens: (
+        Annotated[int, Field(ge=1, description="default 16 (capped by the server's limit)")] | None
+    ) = None
     echo: bool | None = False
     logprobs: int | None = None
     suffix: str | None = None

@@ -223,7 +223,7 @@ async function colour(plainText, steeredText, steering) {
   const vector = steering[0].vector;
   const [plain, steered] = await Promise.all([
     projections(plainText, vector, []),
-    projections(steeredText, vector, steering),
+    projections(steeredText, vector, $("read-steered").checked ? steering : []),
   ]);
   const center = median(plain.tokens.map((t) => t.projection));
   const all = plain.tokens.concat(steered.tokens).map((t) => Math.abs(t.projection - center));
