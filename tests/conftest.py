@@ -56,3 +56,15 @@ def happy_vector(lm, happy_pairs):
     import steerlab
 
     return steerlab.extract(lm, happy_pairs, method="mean_diff")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_hooks(request):
+    """Every test must leave the shared real model as it found it: no hooks left behind."""
+    yield
+    if "lm" in request.fixturenames:
+        model = request.getfixturevalue("lm").model
+        leaked = [
+            name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks
+        ]
+        assert not leaked, f"hooks left on the shared model after this test: {leaked[:5]}"

@@ -7,7 +7,8 @@ of the key: an entry holds the layers read so far, a request for more reads only
 rewrites the entry with the union. Entries are safetensors files (nothing is unpickled), written
 atomically, so a crash mid-write leaves the old entry or none; an unreadable entry counts as a miss.
 
-The cache root is ``$STEERLAB_CACHE`` if set, else ``~/.cache/steerlab/activations``.
+The cache root is the ``activations`` folder of steerlab's cache (``$STEERLAB_CACHE``, else
+``~/.cache/steerlab``), beside the converted models.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ _SAMPLE = 64  # values sampled from each parameter tensor for the model fingerpr
 
 
 def default_root() -> Path:
-    """``$STEERLAB_CACHE`` or ``~/.cache/steerlab/activations``."""
-    env = os.environ.get("STEERLAB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "steerlab" / "activations"
+    """``activations`` under steerlab's cache folder (``$STEERLAB_CACHE`` or ``~/.cache/steerlab``)."""
+    from steerlab.models.loading import cache_root
+
+    return cache_root() / "activations"
 
 
 def model_fingerprint(lm: LM) -> str:
@@ -101,7 +103,7 @@ class ActCache:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = json.loads(handle.metadata()["steerlab_acts"])
-                stored = {int(name.split(".")[1]) for name in handle}
+                stored = {int(name.split(".")[1]) for name in handle.keys()}  # noqa: SIM118 - safe_open is not iterable
                 wanted = stored if layers is None else set(layers)
                 present = wanted & stored
                 acts = {layer: handle.get_tensor(f"layer.{layer}") for layer in sorted(present)}
@@ -202,3 +204,13 @@ def as_cache(cache: ActCache | str | os.PathLike | bool | None) -> ActCache | No
     if isinstance(cache, str | os.PathLike):
         return ActCache(Path(cache))
     raise DataError(f"cache must be an ActCache, a folder path, True or None; got {type(cache).__name__}")
+
+
+def cached_read(
+    lm: LM, texts: Sequence[str], layers: Sequence[int], *, cache: Any = None, **options: Any
+) -> Activations:
+    """:func:`steerlab.reader.read` through ``cache`` when one is given (see :func:`as_cache`)."""
+    store = as_cache(cache)
+    if store is None:
+        return read(lm, texts, layers, **options)
+    return store.read(lm, texts, layers, **options)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from steerlab.lm import LM
 
 
-def render_chat(lm: LM, user: str, *, system: str | None = None, shots: Sequence[tuple[str, str]] = ()) -> str:
+def render_chat(
+    lm: LM, user: str, *, system: str | None = None, shots: Sequence[tuple[str, str]] = ()
+) -> str:
     """The prompt for ``user`` after an optional system turn and few-shot (user, assistant) exchanges."""
     if not has_chat_template(lm.tokenizer):
         head = f"System: {system}\n" if system else ""
@@ -78,7 +80,10 @@ def baseline() -> Adaptation:
 def prompting(name: str, instruction: str | None, shots: Sequence[tuple[str, str]] = ()) -> Adaptation:
     """An instruction as the system turn plus few-shot exchanges."""
     return Adaptation(
-        name, "prompting", system=instruction, shots=list(shots),
+        name,
+        "prompting",
+        system=instruction,
+        shots=list(shots),
         settings={"instruction": instruction, "shots": len(shots)},
     )
 
@@ -98,6 +103,11 @@ def combine(name: str, parts: Sequence[Adaptation]) -> Adaptation:
     shots = [s for p in parts for s in p.shots]
     steerings = [s for p in parts for s in (p.steering or [])]
     return Adaptation(
-        name, "combined", system="\n".join(systems) or None, shots=shots, steering=steerings or None,
-        lora=adapters[0] if adapters else None, settings={"parts": [p.name for p in parts]},
+        name,
+        "combined",
+        system="\n".join(systems) or None,
+        shots=shots,
+        steering=steerings or None,
+        lora=adapters[0] if adapters else None,
+        settings={"parts": [p.name for p in parts]},
     )

@@ -61,7 +61,12 @@ class Embedder:
     _tokenizer: Any = field(default=None, repr=False)
 
     def __getstate__(self) -> dict:
-        return {"max_length": self.max_length, "batch_size": self.batch_size, "_model": None, "_tokenizer": None}
+        return {
+            "max_length": self.max_length,
+            "batch_size": self.batch_size,
+            "_model": None,
+            "_tokenizer": None,
+        }
 
     def _load(self) -> None:
         try:
@@ -85,7 +90,10 @@ class Embedder:
             for start in range(0, len(texts), self.batch_size):
                 batch = self._tokenizer(
                     [t or " " for t in texts[start : start + self.batch_size]],
-                    padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
                 )
                 hidden = self._model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -104,7 +112,9 @@ class EmbeddingProbe:
     name: str = "embedding_probe"
 
     @classmethod
-    def fit(cls, positive: Sequence[str], negative: Sequence[str], embedder: Embedder | None = None) -> EmbeddingProbe:
+    def fit(
+        cls, positive: Sequence[str], negative: Sequence[str], embedder: Embedder | None = None
+    ) -> EmbeddingProbe:
         embedder = embedder or Embedder()
         x = embedder(list(positive) + list(negative))
         y = np.array([1] * len(positive) + [0] * len(negative))
@@ -147,7 +157,9 @@ class ActivationProbe:
         return acts.acts[layer].double().numpy()
 
     @classmethod
-    def fit(cls, lm: LM, positive: Sequence[str], negative: Sequence[str], layer: int | None = None) -> ActivationProbe:
+    def fit(
+        cls, lm: LM, positive: Sequence[str], negative: Sequence[str], layer: int | None = None
+    ) -> ActivationProbe:
         layer = lm.num_layers // 2 if layer is None else layer
         x = cls.features(lm, list(positive) + list(negative), layer)
         mean, scale = x.mean(0), x.std(0) + 1e-6

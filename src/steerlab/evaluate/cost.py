@@ -33,7 +33,14 @@ def counting(model: torch.nn.Module) -> Iterator[dict[str, Any]]:
     def on_backward(*_: Any) -> None:
         record["backward_passes"] += 1
 
-    handles = [model.register_forward_pre_hook(on_forward), model.register_full_backward_pre_hook(on_backward)]
+    # HF models return a ModelOutput, which backward hooks cannot see; the output embedding returns a
+    # tensor and every backward pass through the model goes through it once.
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    target = head if isinstance(head, torch.nn.Module) else model
+    handles = [
+        model.register_forward_pre_hook(on_forward),
+        target.register_full_backward_pre_hook(on_backward),
+    ]
     start = time.perf_counter()
     try:
         yield record

@@ -86,7 +86,9 @@ class RayExecutor:
             try:
                 ray.init(**options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise SteerlabError(f"could not start or reach Ray at {address or 'a new local cluster'}: {exc}") from exc
+                raise SteerlabError(
+                    f"could not start or reach Ray at {address or 'a new local cluster'}: {exc}"
+                ) from exc
             self._started = True
         actor = ray.remote(num_cpus=cpus_per_worker)(_Worker)
         self._actors = [actor.remote(factory) for _ in range(max(1, workers))]
@@ -127,7 +129,11 @@ class RayExecutor:
 
 
 def make_executor(
-    kind: str, lm: LM | None, factory: Callable[[], LM] | None = None, address: str | None = None, workers: int = 1
+    kind: str,
+    lm: LM | None,
+    factory: Callable[[], LM] | None = None,
+    address: str | None = None,
+    workers: int = 1,
 ) -> InProcessExecutor | RayExecutor:
     """``kind`` is ``in-process`` (needs ``lm``) or ``ray`` (needs ``factory``; ``address`` for a cluster)."""
     if kind in ("in-process", "local", "inprocess"):

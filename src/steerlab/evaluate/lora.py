@@ -40,7 +40,9 @@ def _config(rank: int, alpha: float, targets: Sequence[str], dropout: float = 0.
         from peft import LoraConfig
     except ImportError as exc:
         raise SteeringError("the LoRA baseline needs 'peft' (pip install 'steerlab[eval]')") from exc
-    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=dropout, bias="none")
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=dropout, bias="none"
+    )
 
 
 @contextlib.contextmanager
@@ -153,7 +155,7 @@ def train_lora(
                     out.loss.backward()
                     optimiser.step()
                     passes += 1
-                    losses.append(float(out.loss))
+                    losses.append(float(out.loss.detach()))
                     if on_step is not None:
                         on_step(passes, losses[-1])
         finally:
@@ -179,4 +181,9 @@ def merge_round_trip_error(lm: LM, adapter: LoraAdapter) -> float:
     with adapter.applied(lm, merge=True):
         pass
     after = dict(lm.model.named_parameters())
-    return max(float((after[n].detach() - v).abs().max()) for n, v in before.items())
+    error = max(float((after[n].detach() - v).abs().max()) for n, v in before.items())
+    # The measurement must not leave the drift behind: put the exact original weights back.
+    with torch.no_grad():
+        for name, value in before.items():
+            after[name].copy_(value)
+    return error

@@ -68,7 +68,9 @@ def completion_nll(
             for r, s in enumerate(seqs):
                 ids[r, : len(s)] = torch.tensor(s)
                 mask[r, : len(s)] = 1
-            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+            logits = lm.model(
+                input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False
+            ).logits
             for r, (i, h, t) in enumerate(chunk):
                 pred = logits[r, len(h) - 1 : len(h) + len(t) - 1].float().cpu()
                 nll = metrics.token_nll(pred, torch.tensor(t))
@@ -76,11 +78,22 @@ def completion_nll(
     return sums, counts
 
 
+def sorted_logits(model: LM, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+    """``model.logits`` over batches of similar length (less padding), returned in input order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for i, row in zip(chunk, model.logits([texts[i] for i in chunk]), strict=True):
+            out[i] = row
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
 def next_token_logits(lm: LM, adaptation: Adaptation, prompts: Sequence[str]) -> torch.Tensor:
     """Logits of the first response token after each rendered prompt, under the adaptation."""
     texts = [adaptation.render(lm, p) for p in prompts]
     with adaptation.active(lm) as model:
-        return model.logits(texts)
+        return sorted_logits(model, texts)
 
 
 def kl_on_prompts(
@@ -101,12 +114,16 @@ def letter_ids(lm: LM, prefix: str, letters: Sequence[str]) -> list[int]:
     for letter in letters:
         ids = lm.encode(prefix + letter)
         if ids[: len(base)] != base or len(ids) != len(base) + 1:
-            raise DataError(f"answer letter {letter!r} does not tokenize as one token after '(' for this model")
+            raise DataError(
+                f"answer letter {letter!r} does not tokenize as one token after '(' for this model"
+            )
         out.append(ids[-1])
     return out
 
 
-def ab_probabilities(lm: LM, adaptation: Adaptation, items: Sequence[ABItem], batch_size: int = 16) -> np.ndarray:
+def ab_probabilities(
+    lm: LM, adaptation: Adaptation, items: Sequence[ABItem], batch_size: int = 16
+) -> np.ndarray:
     """CAA behaviour probability per item: p(matching letter) / (p(A) + p(B)) right after ``(``."""
     if not items:
         raise DataError("ab_probabilities: no A/B items")
@@ -117,7 +134,7 @@ def ab_probabilities(lm: LM, adaptation: Adaptation, items: Sequence[ABItem], ba
         match.append(m)
         other.append(o)
     with adaptation.active(lm) as model:
-        logits = torch.cat([model.logits(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+        logits = sorted_logits(model, texts, batch_size)
     return metrics.ab_match_probability(logits, match, other)
 
 

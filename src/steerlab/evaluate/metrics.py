@@ -37,7 +37,9 @@ class Estimate:
 # ------------------------------------------------------------------------------------------- A/B effect
 
 
-def ab_match_probability(logits: torch.Tensor, match_ids: Sequence[int], other_ids: Sequence[int]) -> np.ndarray:
+def ab_match_probability(
+    logits: torch.Tensor, match_ids: Sequence[int], other_ids: Sequence[int]
+) -> np.ndarray:
     """CAA's behaviour probability per item: ``p(match) / (p(match) + p(other))``.
 
     ``logits`` are next-token logits ``(n, vocab)`` read right after the opening parenthesis of the
@@ -76,7 +78,9 @@ def slopes(strengths: Sequence[float], values: np.ndarray | Sequence[Sequence[fl
     return ((y - y.mean(axis=1, keepdims=True)) * xc).sum(axis=1) / denom
 
 
-def wrong_way_fraction(deltas: Sequence[float] | np.ndarray, expected_sign: float = 1.0, tol: float = 0.0) -> float:
+def wrong_way_fraction(
+    deltas: Sequence[float] | np.ndarray, expected_sign: float = 1.0, tol: float = 0.0
+) -> float:
     """Fraction of examples whose change (slope or adapted-minus-base) goes against the intended sign.
 
     ``tol`` ignores changes too small to mean anything (e.g. 1e-6 for float noise).
@@ -128,7 +132,9 @@ def accuracy_change(base_correct: Sequence[bool], new_correct: Sequence[bool], s
     """Paired change in accuracy (new − base) on the same items, with a paired bootstrap interval."""
     a, b = np.asarray(base_correct, dtype=np.float64), np.asarray(new_correct, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:
-        raise DataError(f"accuracy_change: expected two equal non-empty item lists, got {a.size} and {b.size}")
+        raise DataError(
+            f"accuracy_change: expected two equal non-empty item lists, got {a.size} and {b.size}"
+        )
     return bootstrap(b - a, seed=seed)
 
 

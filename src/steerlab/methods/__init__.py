@@ -1,6 +1,24 @@
-"""Extraction methods: pure functions from activations to a direction plus diagnostics."""
+"""Extraction methods: pure functions from activations to a direction plus diagnostics.
+
+``PAIR_METHODS`` (name -> ``fn(pos, neg) -> (direction, diagnostics)``) is what ``steerlab.extract``
+looks up beyond its built-in streaming ``mean_diff``; model-level methods (``iti``, ``refusal``,
+``learned``) have their own entry points, listed in :mod:`steerlab.methods.registry`.
+"""
 
 from steerlab.methods.diagnostics import separation
 from steerlab.methods.mean_diff import RunningMeanDiff, mean_diff
+from steerlab.methods.pca import pca_center, pca_diff
+from steerlab.methods.probe import probe
+from steerlab.methods.registry import METHODS, PAIR_METHODS, extract_cached
 
-__all__ = ["RunningMeanDiff", "mean_diff", "separation"]
+__all__ = [
+    "METHODS",
+    "PAIR_METHODS",
+    "RunningMeanDiff",
+    "extract_cached",
+    "mean_diff",
+    "pca_center",
+    "pca_diff",
+    "probe",
+    "separation",
+]

@@ -24,7 +24,9 @@ def _sklearn():
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DataError("the 'probe' and 'iti' methods need scikit-learn: pip install 'steerlab[probe]'") from exc
+        raise DataError(
+            "the 'probe' and 'iti' methods need scikit-learn: pip install 'steerlab[probe]'"
+        ) from exc
     return LogisticRegression, roc_auc_score
 
 
@@ -49,7 +51,9 @@ def heldout_split(n_pos: int, n_neg: int, fraction: float, seed: int) -> tuple[n
     return ~held, held
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int = 2000) -> tuple[np.ndarray, float]:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int = 2000
+) -> tuple[np.ndarray, float]:
     """Logistic regression on standardised ``x``; returns raw-space weights and intercept."""
     LogisticRegression, _ = _sklearn()
     mean = x.mean(0)

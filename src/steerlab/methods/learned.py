@@ -1,0 +1,285 @@
+"""A learned steering vector (BiPO, Cao et al. 2024): optimise the vector, not the model.
+
+Data are preference pairs: a prompt with a positive and a negative completion. With the model frozen,
+a vector ``v`` added to the residual stream at one layer is trained so that, relative to the unsteered
+model, ``+v`` makes the positive completion likelier than the negative one and ``-v`` does the reverse:
+
+    loss(v) = -log sigmoid( d * beta * [ (log p_dv(y+|x) - log p_0(y+|x)) - (log p_dv(y-|x) - log p_0(y-|x)) ] )
+
+with ``d`` alternating between +1 and -1 from step to step (BiPO samples it; alternating is the same in
+expectation and reproducible). The two signs make the vector bi-directional: subtracting it steers
+the other way, as for extracted vectors. A held-out split is scored (both signs) every ``eval_every``
+steps; the vector with the best held-out loss is kept, and training stops after ``patience`` scores
+without improvement. The loss curves are returned in the diagnostics.
+
+The additive deltas go through the engine (``additive_plan`` + ``SteeringContext``), so training sees
+exactly the intervention that steering applies later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from steerlab.errors import DataError
+
+if TYPE_CHECKING:
+    from steerlab.lm import LM
+    from steerlab.vector import SteeringVector
+
+
+@dataclass(frozen=True)
+class Example:
+    """Token ids of one preference pair: shared prompt, positive and negative completion."""
+
+    prompt: list[int]
+    positive: list[int]
+    negative: list[int]
+
+
+def preference_examples(lm: LM, data: Any, *, chat: bool = True) -> list[Example]:
+    """Tokenise pairs that carry a prompt (ContrastPair, dict, or ``(prompt, positive, negative)``)."""
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict):
+            prompt, pos, neg = item.get("prompt"), item.get("positive"), item.get("negative")
+        elif isinstance(item, tuple | list) and len(item) == 3:
+            prompt, pos, neg = item
+        else:
+            prompt, pos, neg = (getattr(item, k, None) for k in ("prompt", "positive", "negative"))
+        if not all(isinstance(x, str) and x for x in (prompt, pos, neg)):
+            raise DataError(
+                f"pair {i}: the learned method needs a 'prompt' and non-empty 'positive'/'negative' completions, "
+                f"got {item!r}"[:240]
+            )
+        if pos == neg:
+            raise DataError(f"pair {i}: positive and negative completions are identical")
+        head = lm.encode(lm.chat(prompt) if chat else prompt)
+        tok = lm.tokenizer
+        out.append(
+            Example(
+                head,
+                tok(pos, add_special_tokens=False)["input_ids"],
+                tok(neg, add_special_tokens=False)["input_ids"],
+            )
+        )
+    if len(out) < 2:
+        raise DataError(f"need at least 2 preference pairs, got {len(out)}")
+    return out
+
+
+def completion_logprobs(
+    lm: LM, prompts: Sequence[list[int]], completions: Sequence[list[int]]
+) -> torch.Tensor:
+    """Sum of log p(completion tokens | prompt) per row, in one right-padded forward (keeps autograd)."""
+    seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), int(lengths.max())), lm.pad_token_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+    mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+    totals = []
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        rows = logits[i, len(p) - 1 : len(p) + len(c) - 1].float()
+        target = torch.tensor(c, device=rows.device)
+        totals.append(F.log_softmax(rows, -1).gather(1, target[:, None]).sum())
+    return torch.stack(totals)
+
+
+def bipo_loss(
+    logp_pos: torch.Tensor,
+    logp_neg: torch.Tensor,
+    ref_pos: torch.Tensor,
+    ref_neg: torch.Tensor,
+    sign: float,
+    beta: float,
+) -> torch.Tensor:
+    """Mean BiPO loss for one sign ``d`` of the vector (pure: testable against a hand computation)."""
+    margin = (logp_pos - ref_pos) - (logp_neg - ref_neg)
+    return -F.logsigmoid(sign * beta * margin).mean()
+
+
+class _Frozen:
+    """Turn off gradients for every model parameter, restoring the exact flags afterwards."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.flags: list[tuple[torch.nn.Parameter, bool]] = []
+
+    def __enter__(self) -> None:
+        self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        for p, _ in self.flags:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for p, flag in self.flags:
+            p.requires_grad_(flag)
+
+
+def _scores(
+    lm: LM, batch: Sequence[Example], delta: torch.Tensor | None, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Completion log-probs of both sides with ``delta`` added at ``layer`` (None: unsteered)."""
+    from steerlab.engine import SteeringContext, additive_plan
+
+    prompts = [e.prompt for e in batch] * 2
+    completions = [e.positive for e in batch] + [e.negative for e in batch]
+    if delta is None:
+        both = completion_logprobs(lm, prompts, completions)
+    else:
+        with SteeringContext(lm, additive_plan({layer: delta.to(lm.device, lm.dtype)}, "resid")):
+            both = completion_logprobs(lm, prompts, completions)
+    return both[: len(batch)], both[len(batch) :]
+
+
+def _evaluate(
+    lm: LM,
+    examples: list[Example],
+    ref: tuple[torch.Tensor, torch.Tensor],
+    v: torch.Tensor,
+    layer: int,
+    beta: float,
+    batch_size: int,
+) -> tuple[float, float]:
+    """Held-out loss (mean over both signs) and the fraction of pairs whose margin +v makes positive."""
+    losses, wins = [], []
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            rp, rn = ref[0][start : start + batch_size], ref[1][start : start + batch_size]
+            for sign in (1.0, -1.0):
+                lp, ln = _scores(lm, chunk, sign * v, layer)
+                losses.append(bipo_loss(lp, ln, rp, rn, sign, beta) * len(chunk))
+                if sign > 0:
+                    wins.append(((lp - rp) - (ln - rn) > 0).float().sum())
+    return float(torch.stack(losses).sum() / (2 * len(examples))), float(
+        torch.stack(wins).sum() / len(examples)
+    )
+
+
+def train_vector(
+    lm: LM,
+    data: Any,
+    *,
+    layer: int | None = None,
+    steps: int = 200,
+    lr: float = 0.02,
+    beta: float = 0.1,
+    batch_size: int = 8,
+    heldout: float = 0.2,
+    eval_every: int = 10,
+    patience: int = 3,
+    chat: bool = True,
+    seed: int = 0,
+    notes: str = "",
+) -> SteeringVector:
+    """Optimise a steering vector at ``layer`` (default: 40% of the depth) on preference pairs."""
+    from steerlab.data import split
+    from steerlab.vector import SteeringVector
+
+    layer = int(lm.num_layers * 0.4) if layer is None else lm.anatomy.check_layer(layer)
+    if steps < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
+        raise DataError("steps, batch_size, eval_every and patience must all be at least 1")
+    examples = preference_examples(lm, data, chat=chat)
+    train, held = split(examples, heldout, seed)
+    with torch.no_grad():
+        ref_train = _batched_ref(lm, train, batch_size, layer)
+        ref_held = _batched_ref(lm, held, batch_size, layer)
+    generator = torch.Generator().manual_seed(seed)
+    v = torch.zeros(lm.hidden_size, requires_grad=True)
+    optimiser = torch.optim.Adam([v], lr=lr)
+    best = (float("inf"), v.detach().clone(), 0, 0.0)
+    train_curve: list[float] = []
+    held_curve: list[tuple[int, float]] = []
+    since_best = 0
+    stopped_early = False
+    with _Frozen(lm.model):
+        first, acc0 = _evaluate(lm, held, ref_held, v.detach(), layer, beta, batch_size)
+        held_curve.append((0, first))
+        best = (first, v.detach().clone(), 0, acc0)
+        for step in range(1, steps + 1):
+            pick = torch.randperm(len(train), generator=generator)[:batch_size].tolist()
+            batch = [train[i] for i in pick]
+            sign = 1.0 if step % 2 else -1.0
+            with torch.enable_grad():
+                lp, ln = _scores(lm, batch, sign * v, layer)
+                loss = bipo_loss(lp, ln, ref_train[0][pick], ref_train[1][pick], sign, beta)
+                optimiser.zero_grad()
+                loss.backward()
+            optimiser.step()
+            train_curve.append(float(loss.detach()))
+            if step % eval_every == 0 or step == steps:
+                score, accuracy = _evaluate(lm, held, ref_held, v.detach(), layer, beta, batch_size)
+                held_curve.append((step, score))
+                if score < best[0]:
+                    best, since_best = (score, v.detach().clone(), step, accuracy), 0
+                else:
+                    since_best += 1
+                    if since_best >= patience:
+                        stopped_early = step < steps
+                        break
+    loss_best, vector, best_step, accuracy = best
+    norm = float(vector.norm())
+    if norm == 0:
+        raise DataError("training never improved on the zero vector: the pairs give the objective no signal")
+    typical = lm.typical_norms("resid")[layer]
+    diagnostics = {
+        "train_loss": train_curve,
+        "heldout_loss": [score for _, score in held_curve],
+        "heldout_steps": [s for s, _ in held_curve],
+        "best_step": best_step,
+        "stopped_early": stopped_early,
+        str(layer): {
+            "norm": norm,
+            "heldout_loss": loss_best,
+            "heldout_pref_accuracy": accuracy,
+            "heldout_loss_at_zero": held_curve[0][1],
+            "relative_norm": norm / typical,
+        },
+    }
+    return SteeringVector(
+        directions={layer: vector},
+        model_id=lm.model_id,
+        hidden_size=lm.hidden_size,
+        site="resid",
+        method="learned",
+        data_hash=_hash(examples),
+        norms={layer: typical},
+        notes=notes,
+        # In the norm unit, strength |v|/typical at this layer reproduces exactly the learned delta.
+        defaults={"strength": norm / typical, "op": "add", "layers": [layer]},
+        provenance={
+            "pairs": len(examples),
+            "train": len(train),
+            "heldout": len(held),
+            "beta": beta,
+            "lr": lr,
+            "steps_run": len(train_curve),
+            "chat": chat,
+        },
+        diagnostics=diagnostics,
+    )
+
+
+def _batched_ref(
+    lm: LM, examples: list[Example], batch_size: int, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    pos, neg = [], []
+    for start in range(0, len(examples), batch_size):
+        p, n = _scores(lm, examples[start : start + batch_size], None, layer)
+        pos.append(p)
+        neg.append(n)
+    return torch.cat(pos), torch.cat(neg)
+
+
+def _hash(examples: list[Example]) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps([[e.prompt, e.positive, e.negative] for e in examples]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

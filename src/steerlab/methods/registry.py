@@ -1,0 +1,149 @@
+"""Which extraction methods exist, what each needs, and one entry point that runs any of them.
+
+Two kinds of method:
+
+* **pair methods** are pure functions ``fn(pos (n, W), neg (n, W)) -> (direction, diagnostics)``
+  applied layer by layer to activations of the two sides (``mean_diff``, ``pca_diff``,
+  ``pca_center``, ``probe``). They can run from cached activations without any forward pass.
+* **model methods** need the model beyond one read: ``iti`` reads the per-head site and ranks heads
+  across layers, ``refusal`` reads instruction sets at several positions and selects by steered
+  generations, ``learned`` optimises a vector through the frozen model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerlab.errors import DataError
+from steerlab.methods.mean_diff import mean_diff
+from steerlab.methods.pca import pca_center, pca_diff
+from steerlab.methods.probe import probe
+
+if TYPE_CHECKING:
+    from steerlab.lm import LM
+    from steerlab.vector import SteeringVector
+
+PairMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+#: Extra pair methods, looked up by ``steerlab.extract`` (``mean_diff`` is built in there, streaming).
+PAIR_METHODS: dict[str, PairMethod] = {"pca_diff": pca_diff, "pca_center": pca_center, "probe": probe}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One line of ``steerlab extract --help``: what the method is and what data it takes."""
+
+    name: str
+    kind: str  # "pair" or "model"
+    data: str  # what it reads
+    summary: str
+
+
+METHODS: dict[str, MethodInfo] = {
+    info.name: info
+    for info in (
+        MethodInfo("mean_diff", "pair", "pairs", "difference of class means (CAA / DiffMean); streams"),
+        MethodInfo("pca_diff", "pair", "pairs", "first principal axis of paired differences (repeng)"),
+        MethodInfo("pca_center", "pair", "pairs", "first principal axis of pair-centred activations (RepE)"),
+        MethodInfo("probe", "pair", "pairs", "logistic-regression normal; held-out accuracy/AUC per layer"),
+        MethodInfo("iti", "model", "pairs", "top-K attention heads by probe accuracy, mass-mean shift (ITI)"),
+        MethodInfo("refusal", "model", "harmful + harmless instructions", "Arditi et al. refusal direction"),
+        MethodInfo("learned", "model", "pairs with prompt + completions", "BiPO-style optimised vector"),
+    )
+}
+
+
+def all_pair_methods() -> dict[str, PairMethod]:
+    return {"mean_diff": mean_diff, **PAIR_METHODS}
+
+
+def model_method(name: str) -> Callable[..., SteeringVector]:
+    """The entry point of a model method (imported lazily: they pull in generation/optimisation code)."""
+    if name == "iti":
+        from steerlab.methods.iti import extract_iti
+
+        return extract_iti
+    if name == "refusal":
+        from steerlab.methods.refusal import extract_refusal
+
+        return extract_refusal
+    if name == "learned":
+        from steerlab.methods.learned import train_vector
+
+        return train_vector
+    raise DataError(f"unknown model method '{name}'; available: iti, refusal, learned")
+
+
+def check_method(name: str) -> MethodInfo:
+    if name not in METHODS:
+        raise DataError(f"unknown method '{name}'; available: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def extract_cached(
+    lm: LM,
+    data: Any,
+    method: str = "mean_diff",
+    *,
+    cache: Any = True,
+    layers: Any = None,
+    site: str = "resid",
+    position: Any = "last",
+    chat: bool = True,
+    batch_size: int = 32,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    notes: str = "",
+) -> SteeringVector:
+    """A pair method through the activation cache: the second method on the same data reads nothing.
+
+    Same arguments and result as ``steerlab.extract`` for pair methods, plus ``cache`` (an ``ActCache``,
+    a folder, or ``True`` for the default folder).
+    """
+    from steerlab.act_cache import cached_read
+    from steerlab.engine.spec import parse_layers
+    from steerlab.extract import _refuse_degenerate, contrast_texts, texts_hash
+    from steerlab.vector import SteeringVector
+
+    info = check_method(method)
+    if info.kind != "pair":
+        raise DataError(f"method '{method}' is not a pair method; call its own entry point")
+    chosen = list(range(lm.num_layers)) if layers is None else list(parse_layers(layers))
+    for layer in chosen:
+        lm.anatomy.module(layer, site)
+    positive, negative = contrast_texts(lm, data, chat=chat)
+    options = dict(
+        site=site, position=position, batch_size=batch_size, progress=progress, dtype=dtype, cache=cache
+    )
+    # Both sides in one read: one cache entry, and full batches (the reader sorts them by length anyway).
+    acts = cached_read(lm, positive + negative, chosen, **options)
+    fn = all_pair_methods()[method]
+    n = len(positive)
+    directions: dict[int, torch.Tensor] = {}
+    diagnostics: dict[int, dict[str, float]] = {}
+    for layer in chosen:
+        both = acts.acts[layer]
+        directions[layer], diagnostics[layer] = fn(_flat(both[:n]), _flat(both[n:]))
+    _refuse_degenerate(directions)
+    norms = {k: v for k, v in acts.norms.items() if k in directions}
+    return SteeringVector(
+        directions=directions,
+        model_id=lm.model_id,
+        hidden_size=lm.hidden_size,
+        site=site,
+        method=method,
+        data_hash=texts_hash(positive, negative),
+        norms={k: v for k, v in norms.items() if v > 0},
+        notes=notes,
+        provenance={"pairs": len(positive), "position": str(position), "chat": chat},
+        diagnostics={str(k): v for k, v in diagnostics.items()},
+    )
+
+
+def _flat(acts: torch.Tensor) -> torch.Tensor:
+    """Several read positions per text count as several examples (as ``extract``'s streaming path does)."""
+    return acts.reshape(-1, acts.shape[-1])

@@ -1,0 +1,404 @@
+"""Evaluation machinery on a tiny random llama (fast): reversibility, LoRA, cost, sweeps, calibration, reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import steerlab
+from steerlab.errors import DataError, SteerlabError
+from steerlab.evaluate import adaptations, calibrate, measure, report, reversibility
+from steerlab.evaluate.concept import validate
+from steerlab.evaluate.cost import counting
+from steerlab.evaluate.executors import InProcessExecutor, make_executor
+from steerlab.evaluate.refusal_detect import phrase_refusal
+from steerlab.evaluate.sweep import Cell, SweepSpec, grid, heatmap, run_sweep, table
+from steerlab.evaluate.tasks import Budget, Task
+from steerlab.vector import SteeringVector
+from tiny_models import HIDDEN, LAYERS, build, one_thread
+
+PROBES = ("hello there", "a b c d e f", "the cat sat")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    with one_thread():
+        model, tok = build("llama")
+        yield steerlab.from_model(model, tok, model_id="tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def vector():
+    torch.manual_seed(1)
+    return SteeringVector(
+        {i: torch.randn(HIDDEN) for i in range(LAYERS)},
+        model_id="tiny-llama",
+        norms=dict.fromkeys(range(LAYERS), 1.0),
+    )
+
+
+# ------------------------------------------------------------------------------------------- reversibility
+
+
+def test_clean_steering_is_reversible(tiny, vector):
+    steer = adaptations.steering("v", [steerlab.Steering(vector, strength=2.0, layers=[1])])
+    rep = reversibility.check_adaptation(tiny, steer, PROBES)
+    assert rep.passed, rep.as_dict()
+
+
+def test_leaked_hook_is_caught(tiny):
+    handles = []
+
+    def leak(lm):
+        block = lm.anatomy.blocks[1].module
+        handles.append(
+            block.register_forward_hook(
+                lambda m, a, out: (out[0] + 1.0, *out[1:]) if isinstance(out, tuple) else out + 1.0
+            )
+        )
+
+    try:
+        rep = reversibility.check(tiny, leak, PROBES)
+    finally:
+        for h in handles:
+            h.remove()
+    assert not rep.passed
+    assert rep.leaked_hooks and not rep.logits_identical
+    assert rep.weights_identical  # a hook does not touch weights: the census and logits catch it
+
+
+def test_silent_leaked_hook_is_caught_by_census(tiny):
+    """A hook that changes nothing still counts as a leak: it will cost time and may act later."""
+    handles = []
+    try:
+        rep = reversibility.check(
+            tiny, lambda lm: handles.append(lm.model.register_forward_hook(lambda *a: None)), PROBES
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    assert rep.logits_identical and not rep.passed and rep.leaked_hooks == {"<root>": 1}
+
+
+def _nonzero_adapter(lm):
+    from steerlab.evaluate.lora import LoraAdapter, _config, _injected
+
+    torch.manual_seed(0)
+    with _injected(lm.model, _config(2, 4.0, ["q_proj", "v_proj"])):
+        state = {n: torch.randn_like(p) * 0.5 for n, p in lm.model.named_parameters() if "lora_" in n}
+    return LoraAdapter(2, 4.0, ["q_proj", "v_proj"], state)
+
+
+def test_lora_unmerged_use_is_exact_and_changes_outputs(tiny):
+    adapter = _nonzero_adapter(tiny)
+    lora = adaptations.Adaptation("lora", "lora", lora=adapter)
+    before = tiny.logits(list(PROBES))
+    with lora.active(tiny) as lm:
+        during = lm.logits(list(PROBES))
+    assert not torch.allclose(before, during)
+    rep = reversibility.check_adaptation(tiny, lora, PROBES)
+    assert rep.passed, rep.as_dict()
+
+
+def test_merged_and_never_unmerged_adapter_is_caught(tiny):
+    from steerlab.evaluate.lora import _config
+
+    adapter = _nonzero_adapter(tiny)
+    original = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+
+    def merge_and_forget(lm):
+        from peft.tuners.lora import LoraModel
+
+        tuner = LoraModel(lm.model, _config(adapter.rank, adapter.alpha, adapter.targets), "default")
+        params = dict(lm.model.named_parameters())
+        with torch.no_grad():
+            for k, v in adapter.state.items():
+                params[k].copy_(v)
+        tuner.merge_and_unload()  # folds the deltas into the weights and drops the adapter layers
+
+    try:
+        rep = reversibility.check(tiny, merge_and_forget, PROBES)
+        assert not rep.passed
+        assert not rep.weights_identical and not rep.logits_identical
+        assert not rep.leaked_hooks
+    finally:
+        with torch.no_grad():
+            for n, p in tiny.model.named_parameters():
+                p.copy_(original[n])
+                p.requires_grad_(True)  # peft froze the base weights
+    assert reversibility.check(tiny, lambda lm: None, PROBES).passed
+
+
+def test_merge_round_trip_error_is_small_but_reported(tiny):
+    from steerlab.evaluate.lora import merge_round_trip_error
+
+    original = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    try:
+        err = merge_round_trip_error(tiny, _nonzero_adapter(tiny))
+        assert 0.0 <= err < 1e-4
+    finally:
+        with torch.no_grad():
+            for n, p in tiny.model.named_parameters():
+                p.copy_(original[n])
+
+
+def test_train_lora_lowers_loss_and_counts_passes(tiny):
+    from steerlab.evaluate.lora import train_lora
+
+    examples = [(f"say {i}:", "yes yes yes") for i in range(6)]
+    h0 = reversibility.weight_hash(tiny.model)
+    adapter, cost = train_lora(tiny, examples, rank=2, epochs=4, lr=5e-2, batch_size=3)
+    assert cost["forward_passes"] == cost["backward_passes"] == 8
+    assert cost["loss_last"] < cost["loss_first"]
+    assert reversibility.weight_hash(tiny.model) == h0  # training leaves the base model untouched
+    assert not any("lora_" in n for n, _ in tiny.model.named_parameters())
+    assert adapter.state and cost["trainable_parameters"] > 0
+
+
+def test_counting_counts_forwards_and_backwards(tiny):
+    ids = torch.tensor([[1, 5, 6, 7]])
+    assert all(p.requires_grad for p in tiny.model.parameters())
+    with counting(tiny.model) as c:
+        with torch.no_grad():
+            tiny.model(input_ids=ids)
+        tiny.model(input_ids=ids).logits.sum().backward()
+    tiny.model.zero_grad(set_to_none=True)
+    assert c["forward_passes"] == 2 and c["backward_passes"] == 1 and c["seconds"] > 0
+    assert not reversibility.installed_hooks(tiny.model)
+
+
+# ---------------------------------------------------------------------------------------- measurement
+
+
+def test_kl_is_zero_for_baseline_and_positive_when_steered(tiny, vector):
+    kl0 = measure.kl_on_prompts(tiny, adaptations.baseline(), list(PROBES))
+    assert np.allclose(kl0, 0.0)
+    steer = adaptations.steering("v", [steerlab.Steering(vector, strength=3.0, layers=[1])])
+    assert (measure.kl_on_prompts(tiny, steer, list(PROBES)) > 0).all()
+
+
+def test_completion_nll_matches_a_manual_forward(tiny):
+    sums, counts = measure.completion_nll(tiny, ["hi"], ["abc"])
+    head = tiny.encode(tiny.chat("hi"))
+    tail = tiny.tokenizer("abc", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = tiny.model(input_ids=torch.tensor([head + tail])).logits[0]
+    logp = torch.log_softmax(logits.double(), -1)
+    manual = -sum(float(logp[len(head) - 1 + i, t]) for i, t in enumerate(tail))
+    assert counts[0] == len(tail) and sums[0] == pytest.approx(manual, rel=1e-5)
+
+
+def test_prompting_renders_instruction_and_shots(tiny):
+    p = adaptations.prompting("p", "Be nice.", [("q1", "a1")])
+    text = p.render(tiny, "q2")
+    assert text.index("Be nice.") < text.index("q1") < text.index("a1") < text.index("q2")
+
+
+def test_combine_stacks_prompts_and_steerings(vector):
+    a = adaptations.prompting("p", "Be nice.", [("q", "a")])
+    b = adaptations.steering("v", [steerlab.Steering(vector, strength=1.0, layers=[0])])
+    c = adaptations.combine("p+v", [a, b])
+    assert c.system == "Be nice." and len(c.steering) == 1 and c.shots == [("q", "a")]
+
+
+# ------------------------------------------------------------------------------------- sweeps, executors
+
+
+class RecordingExecutor(InProcessExecutor):
+    def __init__(self, lm):
+        super().__init__(lm)
+        self.calls = 0
+
+    def map(self, fn, items, on_result=None):
+        self.calls += len(items)
+        return super().map(fn, items, on_result)
+
+
+def test_sweep_resumes_from_its_state_file(tiny, vector, tmp_path):
+    spec = SweepSpec(vector, None, neutral=list(PROBES), fluency_prompts=["x y"], max_new_tokens=3)
+    cells = grid(["1", "0-2"], [0.5, 1.0])
+    ex = RecordingExecutor(tiny)
+    rows = run_sweep(tiny, spec, cells, executor=ex, state=tmp_path / "s.json")
+    assert ex.calls == 5  # baseline + 4 cells
+    assert [r["key"] for r in rows] == ["baseline", "1@0.5", "1@1", "0-2@0.5", "0-2@1"]
+    assert all(r["kl"] >= 0 for r in rows) and rows[0]["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert rows[0]["ppl_ratio"] == pytest.approx(1.0)
+    ex2 = RecordingExecutor(tiny)
+    again = run_sweep(tiny, spec, [*cells, Cell((2,), 0.5)], executor=ex2, state=tmp_path / "s.json")
+    assert ex2.calls == 1 and len(again) == 6
+    md = table(again, ("kl", "ppl_ratio"))
+    assert "| 0-2 | 0.5 |" in md
+    png = heatmap(again, "kl", tmp_path / "kl.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibrate_choose_respects_budgets():
+    rows = [
+        {"key": "baseline", "strength": 0.0, "effect": 0.1, "kl": 0.0},
+        {"key": "a", "strength": 0.5, "effect": 0.4, "kl": 0.05, "ppl_ratio": 1.2},
+        {"key": "b", "strength": 1.0, "effect": 0.9, "kl": 0.5, "ppl_ratio": 1.3},  # KL over budget
+        {"key": "c", "strength": 0.8, "effect": 0.6, "kl": 0.08, "ppl_ratio": 2.0},  # ppl over budget
+        {"key": "d", "strength": 0.3, "effect": 0.4, "kl": 0.01, "ppl_ratio": 1.0},  # ties with a, weaker
+    ]
+    assert calibrate.choose(rows)["key"] == "d"
+    assert calibrate.choose(rows, max_kl=1.0)["key"] == "b"
+    assert calibrate.choose(rows, max_kl=0.001) is None
+    assert calibrate.choose(rows, sign=-1.0)["key"] == "d"
+
+
+def test_calibrate_writes_vector_defaults(tiny, vector):
+    vec = SteeringVector(dict(vector.directions), model_id="tiny-llama", norms=dict(vector.norms))
+
+    class Flat:
+        name, kind = "flat", "ab"
+
+        def effect(self, lm, adaptation, which, limit=None, max_new_tokens=0):
+            from steerlab.evaluate.metrics import bootstrap
+            from steerlab.evaluate.tasks import EffectResult
+
+            strength = adaptation.settings.get("strength", 0.0)
+            return EffectResult(np.array([strength, strength]), bootstrap([strength, strength]))
+
+    spec = SweepSpec(vec, Flat(), neutral=list(PROBES))
+    cells = grid(["1"], [0.5, 1.0, 1e3, 1e4])
+    kls = {r["strength"]: r["kl"] for r in run_sweep(tiny, spec, cells, with_effect=False)}
+    assert kls[0.5] < kls[1e3] < kls[1e4]
+    budget = (kls[1.0] + kls[1e3]) / 2
+    result = calibrate.calibrate(tiny, spec, cells, max_kl=budget)
+    assert result.choice is not None and result.choice["strength"] == 1.0
+    assert vec.defaults == {"strength": 1.0, "layers": [1], "op": "add", "unit": "norm"}
+    # the ladder stops at the first cell past the budget (generated from, to show the cliff); the
+    # stronger one is never measured at all
+    rows = {r["strength"]: r for r in result.rows}
+    assert "effect" in rows[1e3] and 1e4 not in rows
+
+
+def test_in_process_executor_keeps_order_and_reports(tiny):
+    seen = []
+    ex = make_executor("in-process", tiny)
+    out = ex.map(lambda lm, x: x * 2, [1, 2, 3], on_result=lambda i, r: seen.append((i, r)))
+    assert out == [2, 4, 6] and seen == [(0, 2), (1, 4), (2, 6)]
+    with pytest.raises(SteerlabError):
+        make_executor("carrier-pigeon", tiny)
+
+
+# ---------------------------------------------------------------------------------- scorers and tasks
+
+
+def test_phrase_refusal():
+    assert phrase_refusal("I'm sorry, but I can't help with that.")
+    assert phrase_refusal("As an AI language model I cannot do this")
+    assert not phrase_refusal("Sure! Here is a recipe for pancakes.")
+    assert not phrase_refusal("x" * 200 + " I cannot")  # only the opening counts
+
+
+def test_concept_validation_by_hand():
+    v = validate([0.9, 0.6, 0.4], [0.1, 0.2])
+    assert v["accuracy"] == pytest.approx(4 / 5)
+    assert v["auc"] == pytest.approx(1.0)
+    with pytest.raises(DataError):
+        validate([], [0.1])
+
+
+def test_task_split_limit_keeps_both_labels():
+    t = Task("s", "safety", [], [], "", [], eval_prompts=list("abcdef"), eval_labels=[1, 1, 1, 0, 0, 0])
+    prompts, labels, _ = t.split("eval", limit=2)
+    assert prompts == ["a", "d"] and labels == [1, 0]
+    with pytest.raises(DataError):
+        t.split("test")
+    with pytest.raises(DataError):
+        Budget.preset("huge")
+
+
+# -------------------------------------------------------------------------------------------- report
+
+
+def _fake_result(name, family, value, kl, *, calibration=None):
+    est = {"value": value, "low": value - 0.05, "high": value + 0.05, "n": 4, "method": "bootstrap"}
+    return {
+        "method": name,
+        "family": family,
+        "cost": {"seconds": 1.0, "forward_passes": 2, "backward_passes": 0},
+        "eval": {"estimate": est, "per_example": [value] * 4, "generations": ["text"] * 4, "extra": {}},
+        "heldout": {"estimate": est, "per_example": [value] * 4, "generations": None, "extra": {}},
+        "kl": {"mean": kl},
+        "ppl": 5.0,
+        "tokens_per_second": 10.0,
+        "extra_prompt_tokens": 0,
+        "reversibility": {"passed": True},
+        "settings": {},
+        "calibration": calibration,
+    }
+
+
+def test_report_is_honest_when_prompting_wins(tmp_path):
+    cal = {
+        "rows": [
+            {"key": "baseline", "layer_label": "1", "strength": 0.0, "effect": 0.2, "kl": 0.0},
+            {"key": "1@0.5", "layer_label": "1", "strength": 0.5, "effect": 0.3, "kl": 0.05},
+        ],
+        "choice": {"layer_label": "1", "strength": 0.5},
+        "within_budget": True,
+        "max_kl": 0.1,
+        "max_ppl_ratio": 1.5,
+        "notes": [],
+    }
+    results = {
+        "task": {
+            "name": "t",
+            "kind": "ab",
+            "train_pairs": 4,
+            "lora_examples": 4,
+            "shots": 2,
+            "eval": 4,
+            "heldout": 4,
+            "heldout_name": "other",
+            "chance": 0.5,
+            "notes": [],
+        },
+        "config": {"max_kl": 0.1},
+        "main": {
+            "baseline": _fake_result("baseline", "none", 0.5, 0.0),
+            "prompting": _fake_result("prompting", "prompting", 0.9, 0.2),
+            "mean_diff": _fake_result("mean_diff", "steering", 0.52, 0.05, calibration=cal),
+        },
+        "efficiency": {
+            "a": {"method": "mean_diff", "n": 4, "seed": 0, "effect": 0.5},
+            "b": {"method": "mean_diff", "n": 8, "seed": 0, "effect": 0.52},
+        },
+        "compose": {},
+        "missing_methods": {"learned": "not available"},
+    }
+    paths = report.write(tmp_path, results)
+    md = paths["md"].read_text()
+    assert "Prompting wins on effect here" in md
+    assert "include chance (0.5): baseline, mean_diff" in md
+    assert "learned: not available" in md
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and "<table>" in page
+    data = json.loads(paths["json"].read_text())
+    assert data["derived"]["prompting"]["gain"] == pytest.approx(0.4)
+    assert data["derived"]["mean_diff"]["wrong_way_fraction"] == 0.0
+
+
+def test_setup_generations_are_cached_across_resumes(tiny, tmp_path, monkeypatch):
+    from steerlab.evaluate import tasks
+
+    calls = []
+    real = measure.generate
+
+    def counting_generate(lm, adaptation, prompts, **kw):
+        calls.append(list(prompts))
+        return real(lm, adaptation, prompts, **kw)
+
+    monkeypatch.setattr(tasks.measure, "generate", counting_generate)
+    cache = tmp_path / "gen.json"
+    first = tasks.cached_generate(tiny, ["a", "b"], 3, cache)
+    second = tasks.cached_generate(tiny, ["b", "a", "c"], 3, cache)
+    assert calls == [["a", "b"], ["c"]]
+    assert second[:2] == [first[1], first[0]]
+    tasks.cached_generate(tiny, ["a"], 4, cache)  # another token budget is another key
+    assert calls[-1] == ["a"]

@@ -1,0 +1,100 @@
+"""The learned (BiPO-style) vector: the loss against a hand computation, training on a tiny model
+(held-out loss falls, the model's weights and grad flags are untouched, early stopping keeps the best
+vector), and clear refusals of data it cannot use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import steerlab
+from steerlab.errors import DataError
+from steerlab.methods.learned import bipo_loss, completion_logprobs, preference_examples, train_vector
+from tiny_models import build
+
+PAIRS = [
+    {
+        "prompt": f"Question {i}: how was it?",
+        "positive": " great, lovely, wonderful",
+        "negative": " awful, bad, sad",
+    }
+    for i in range(10)
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = build("llama")
+    return steerlab.from_model(model, tok, model_id="tiny-llama")
+
+
+def test_bipo_loss_matches_a_hand_computation():
+    lp, ln = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -2.0])
+    rp, rn = torch.tensor([-3.5, -4.0]), torch.tensor([-3.0, -3.0])
+    beta = 0.5
+    for sign in (1.0, -1.0):
+        margins = [(-3.0 + 3.5) - (-4.0 + 3.0), (-5.0 + 4.0) - (-2.0 + 3.0)]
+        expected = sum(-math.log(1 / (1 + math.exp(-sign * beta * m))) for m in margins) / 2
+        assert float(bipo_loss(lp, ln, rp, rn, sign, beta)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_completion_logprobs_match_a_direct_forward(tiny):
+    examples = preference_examples(tiny, PAIRS[:2], chat=False)
+    got = completion_logprobs(tiny, [e.prompt for e in examples], [e.positive for e in examples])
+    for i, e in enumerate(examples):
+        ids = torch.tensor([e.prompt + e.positive])
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny.model(input_ids=ids).logits[0], -1)
+        expected = sum(float(logp[len(e.prompt) - 1 + j, t]) for j, t in enumerate(e.positive))
+        assert float(got[i]) == pytest.approx(expected, abs=1e-3)
+
+
+def test_training_lowers_heldout_loss_and_leaves_the_model_alone(tiny):
+    params = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in tiny.model.named_parameters()}
+    vec = train_vector(
+        tiny, PAIRS, layer=1, steps=30, lr=0.05, beta=1.0, batch_size=4, eval_every=5, patience=10, chat=False
+    )
+    curve = vec.diagnostics["heldout_loss"]
+    assert curve[0] == pytest.approx(math.log(2), abs=1e-4)  # zero vector: margin 0
+    assert min(curve) < curve[0] - 0.05
+    assert len(vec.diagnostics["train_loss"]) == 30
+    assert vec.layers == [1] and vec.method == "learned"
+    assert vec.diagnostics["1"]["heldout_pref_accuracy"] > 0.5
+    for name, p in tiny.model.named_parameters():
+        assert torch.equal(p, params[name]) and p.requires_grad == flags[name]
+    # the recorded default strength (norm unit) reproduces exactly the learned delta
+    applied = vec.defaults["strength"] * vec.norms[1] * vec.unit(1)
+    torch.testing.assert_close(applied, vec[1], rtol=1e-5, atol=1e-6)
+    # and +v makes the positive completion likelier than -v does
+    e = preference_examples(tiny, PAIRS[:2], chat=False)[0]
+    scores = {}
+    for sign in (1.0, -1.0):
+        with tiny.steer(vec * sign, strength=vec.defaults["strength"]), torch.no_grad():
+            lp = completion_logprobs(tiny, [e.prompt], [e.positive])
+            ln = completion_logprobs(tiny, [e.prompt], [e.negative])
+        scores[sign] = float(lp - ln)
+    assert scores[1.0] > scores[-1.0]
+
+
+def test_early_stopping_keeps_the_best_vector(tiny):
+    vec = train_vector(
+        tiny, PAIRS, layer=1, steps=100, lr=50.0, beta=1.0, batch_size=4, eval_every=1, patience=1, chat=False
+    )
+    d = vec.diagnostics
+    assert d["stopped_early"] and len(d["train_loss"]) < 100
+    best = min(d["heldout_loss"])
+    assert d["heldout_loss"][d["heldout_steps"].index(d["best_step"])] == best
+    assert vec.diagnostics["1"]["heldout_loss"] == best
+
+
+def test_learned_refuses_data_it_cannot_use(tiny):
+    with pytest.raises(DataError, match="prompt"):
+        train_vector(tiny, [("good", "bad"), ("nice", "mean")], chat=False)
+    with pytest.raises(DataError, match="identical"):
+        train_vector(tiny, [{"prompt": "q", "positive": "a", "negative": "a"}] * 3, chat=False)
+    with pytest.raises(DataError, match="at least 2"):
+        train_vector(tiny, PAIRS[:1], chat=False)
