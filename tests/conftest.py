@@ -58,13 +58,25 @@ def happy_vector(lm, happy_pairs):
     return steerlab.extract(lm, happy_pairs, method="mean_diff")
 
 
+def foreign_hooks(model) -> list[str]:
+    """Forward hooks on ``model`` that transformers did not install itself.
+
+    transformers 5 keeps its own output-capturing hooks on blocks and attention modules once
+    ``output_hidden_states``/``output_attentions`` has been used; those are not ours to remove.
+    """
+    found = []
+    for name, module in model.named_modules():
+        for hook in [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]:
+            owner = getattr(hook, "__module__", "") or ""
+            if not owner.startswith("transformers"):
+                found.append(f"{name}: {getattr(hook, '__qualname__', hook)}")
+    return found
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_hooks(request):
-    """Every test must leave the shared real model as it found it: no hooks left behind."""
+    """Every test must leave the shared real model as it found it: no hooks of ours left behind."""
     yield
     if "lm" in request.fixturenames:
-        model = request.getfixturevalue("lm").model
-        leaked = [
-            name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks
-        ]
+        leaked = foreign_hooks(request.getfixturevalue("lm").model)
         assert not leaked, f"hooks left on the shared model after this test: {leaked[:5]}"
