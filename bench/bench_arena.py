@@ -32,7 +32,8 @@ def summarise(folder: Path) -> str:
     task = data["task"]
     derived = data.get("derived", {})
     lines = [
-        f"#### {task['name']} ({task['kind']}): {data['wall_seconds'] / 60:.1f} min wall, executor {data['executor']}",
+        f"#### {task['name']} ({task['kind']}): main-stage jobs {sum(r.get('wall_seconds', 0) for r in data['main'].values()) / 60:.1f} min wall "
+        f"(this report: {data['wall_seconds'] / 60:.1f} min), executor {data['executor']}",
         "",
         f"train pool {task['train_pairs']}, eval {task['eval']}, held-out {task['heldout']}; "
         f"{len(data['efficiency'])} data-efficiency jobs, {len([k for k in data['compose'] if k != '_single'])} "

@@ -402,3 +402,11 @@ def test_setup_generations_are_cached_across_resumes(tiny, tmp_path, monkeypatch
     assert second[:2] == [first[1], first[0]]
     tasks.cached_generate(tiny, ["a"], 4, cache)  # another token budget is another key
     assert calls[-1] == ["a"]
+
+
+def test_a_method_that_cannot_apply_is_skipped_not_fatal(tiny):
+    from steerlab.evaluate import arena
+
+    task = Task("s", "safety", pairs=[], lora_examples=[], instruction="", shots=[])
+    result = arena.run_method(tiny, arena.MethodJob(task, "learned", arena.ArenaConfig()))
+    assert "needs prompt + positive/negative completion pairs" in result["skipped"]

@@ -43,7 +43,8 @@ def test_bipo_loss_matches_a_hand_computation():
 
 def test_completion_logprobs_match_a_direct_forward(tiny):
     examples = preference_examples(tiny, PAIRS[:2], chat=False)
-    got = completion_logprobs(tiny, [e.prompt for e in examples], [e.positive for e in examples])
+    with torch.no_grad():
+        got = completion_logprobs(tiny, [e.prompt for e in examples], [e.positive for e in examples])
     for i, e in enumerate(examples):
         ids = torch.tensor([e.prompt + e.positive])
         with torch.no_grad():
@@ -56,7 +57,16 @@ def test_training_lowers_heldout_loss_and_leaves_the_model_alone(tiny):
     params = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
     flags = {n: p.requires_grad for n, p in tiny.model.named_parameters()}
     vec = train_vector(
-        tiny, PAIRS, layer=1, steps=30, lr=0.05, beta=1.0, batch_size=4, eval_every=5, patience=10, chat=False
+        tiny,
+        PAIRS,
+        layer=1,
+        steps=30,
+        lr=0.05,
+        beta=1.0,
+        pairs_per_step=4,
+        eval_every=5,
+        patience=10,
+        chat=False,
     )
     curve = vec.diagnostics["heldout_loss"]
     assert curve[0] == pytest.approx(math.log(2), abs=1e-4)  # zero vector: margin 0
@@ -66,14 +76,19 @@ def test_training_lowers_heldout_loss_and_leaves_the_model_alone(tiny):
     assert vec.diagnostics["1"]["heldout_pref_accuracy"] > 0.5
     for name, p in tiny.model.named_parameters():
         assert torch.equal(p, params[name]) and p.requires_grad == flags[name]
-    # the recorded default strength (norm unit) reproduces exactly the learned delta
-    applied = vec.defaults["strength"] * vec.norms[1] * vec.unit(1)
-    torch.testing.assert_close(applied, vec[1], rtol=1e-5, atol=1e-6)
+    # the recorded defaults (raw unit, strength 1) apply exactly the learned delta, through the engine
+    from steerlab.engine import SteeringContext, additive_plan
+
+    with SteeringContext(tiny, additive_plan({1: vec[1]}, "resid")):
+        expected = tiny.logits("Question 3: how was it?")
+    with tiny.steer(vec):
+        got = tiny.logits("Question 3: how was it?")
+    torch.testing.assert_close(got, expected)
     # and +v makes the positive completion likelier than -v does
     e = preference_examples(tiny, PAIRS[:2], chat=False)[0]
     scores = {}
     for sign in (1.0, -1.0):
-        with tiny.steer(vec * sign, strength=vec.defaults["strength"]), torch.no_grad():
+        with tiny.steer(vec * sign, strength=1.0, unit="raw"), torch.no_grad():
             lp = completion_logprobs(tiny, [e.prompt], [e.positive])
             ln = completion_logprobs(tiny, [e.prompt], [e.negative])
         scores[sign] = float(lp - ln)
@@ -82,7 +97,16 @@ def test_training_lowers_heldout_loss_and_leaves_the_model_alone(tiny):
 
 def test_early_stopping_keeps_the_best_vector(tiny):
     vec = train_vector(
-        tiny, PAIRS, layer=1, steps=100, lr=50.0, beta=1.0, batch_size=4, eval_every=1, patience=1, chat=False
+        tiny,
+        PAIRS,
+        layer=1,
+        steps=100,
+        lr=50.0,
+        beta=1.0,
+        pairs_per_step=4,
+        eval_every=1,
+        patience=1,
+        chat=False,
     )
     d = vec.diagnostics
     assert d["stopped_early"] and len(d["train_loss"]) < 100

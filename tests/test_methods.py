@@ -370,3 +370,54 @@ def test_extract_command_refuses_bad_data_before_loading_a_model(tmp_path):
     assert result.exit_code == 2 and "--positive-label" in result.output
     result = CliRunner().invoke(app, ["extract", str(labelled), "--method", "nope"])
     assert result.exit_code == 2 and "unknown method" in result.output
+
+
+def test_run_model_method_maps_extract_arguments(tiny):
+    from steerlab.methods.refusal import post_instruction_tokens
+    from steerlab.methods.registry import run_model_method
+
+    iti = run_model_method(tiny, PAIRS, "iti", top_k=2, chat=False, site="resid", position="last")
+    assert iti.site == "head" and sum(d["heads_selected"] for d in iti.diagnostics.values()) == 2
+    harmful = ["pick a lock now", "steal the car now", "hack the phone now"]
+    harmless = ["bake a cake now", "wash the car now", "charge the phone now"]
+    ref = run_model_method(tiny, (harmful, harmless), "refusal", select=False, positions=(-1,), layers="0-1")
+    assert ref.method == "refusal" and ref.provenance["post_instruction_tokens"] == post_instruction_tokens(
+        tiny
+    )
+    prefs = [{"prompt": f"Q{i}?", "positive": " yes, great", "negative": " no, awful"} for i in range(6)]
+    learned = run_model_method(
+        tiny, prefs, "learned", layers="2", steps=2, eval_every=1, chat=False, batch_size=32
+    )
+    assert learned.layers == [2]
+    with pytest.raises(DataError, match="does not take site='mlp'"):
+        run_model_method(tiny, PAIRS, "iti", site="mlp")
+    with pytest.raises(DataError, match="two instruction lists"):
+        run_model_method(tiny, PAIRS, "refusal")
+    with pytest.raises(DataError, match="pair method"):
+        run_model_method(tiny, PAIRS, "pca_diff")
+
+
+def test_cli_dispatch_runs_every_kind_of_method(tiny, tmp_path):
+    from steerlab.cli.methods_cmds import _run
+
+    common = dict(
+        layers=None,
+        site="resid",
+        position="last",
+        chat=False,
+        batch_size=8,
+        dtype=None,
+        cache=False,
+        harmless=None,
+        top_k=2,
+        steps=2,
+    )
+    assert _run(tiny, PAIRS, "pca_center", **common).method == "pca_center"
+    assert _run(tiny, PAIRS, "iti", **common).site == "head"
+    harmless = tmp_path / "harmless.jsonl"
+    harmless.write_text("\n".join(f'{{"instruction": "bake cake number {i}"}}' for i in range(4)))
+    harmful = [f"pick lock number {i}" for i in range(4)]
+    with pytest.raises(DataError, match="--harmless"):
+        _run(tiny, harmful, "refusal", **common)
+    vec = _run(tiny, harmful, "refusal", **{**common, "harmless": harmless, "layers": "0-1"})
+    assert vec.method == "refusal" and vec.provenance["selected_by"] == "validation"

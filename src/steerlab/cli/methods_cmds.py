@@ -69,7 +69,6 @@ def extract_cmd(
                 lm,
                 items,
                 info.name,
-                data=data,
                 layers=layers,
                 site=site,
                 position=_position(position),
@@ -130,7 +129,6 @@ def _run(
     items: Any,
     method: str,
     *,
-    data: Path,
     layers: str | None,
     site: str,
     position: Any,
@@ -144,34 +142,22 @@ def _run(
 ) -> Any:
     import steerlab
     from steerlab.errors import DataError
-    from steerlab.methods.registry import METHODS, extract_cached, model_method
+    from steerlab.methods.registry import METHODS, extract_cached, run_model_method
 
-    common = dict(layers=layers, batch_size=batch_size, dtype=dtype)
+    common = dict(layers=layers, site=site, position=position, chat=chat, batch_size=batch_size, dtype=dtype)
     if METHODS[method].kind == "pair":
         if cache:
-            return extract_cached(
-                lm, items, method, cache=True, site=site, position=position, chat=chat, **common
-            )
-        return steerlab.extract(lm, items, method=method, site=site, position=position, chat=chat, **common)
-    entry = model_method(method)
-    if method == "iti":
-        return entry(lm, items, top_k=top_k, position=position, chat=chat, cache=cache or None, **common)
+            return extract_cached(lm, items, method, cache=True, **common)
+        return steerlab.extract(lm, items, method=method, **common)
     if method == "refusal":
         if harmless is None:
             raise DataError("--method refusal needs --harmless FILE (harmless instructions)")
         from steerlab.data import load_instructions
 
-        return entry(
-            lm,
-            items,
-            load_instructions(harmless),
-            layers=layers,
-            batch_size=batch_size,
-            dtype=dtype,
-            cache=cache or None,
-        )
-    layer = int(layers) if layers and layers.isdigit() else None
-    return entry(lm, items, layer=layer, steps=steps, chat=chat)
+        items = (items, load_instructions(harmless))
+        common.pop("chat")  # instructions are always wrapped in the chat template
+    extra = {"iti": {"top_k": top_k}, "learned": {"steps": steps}}.get(method, {})
+    return run_model_method(lm, items, method, cache=cache or None, **common, **extra)
 
 
 def lint_cmd(

@@ -413,7 +413,10 @@ def run_method(lm: LM, job: MethodJob) -> dict[str, Any]:
     """Build and measure one method (module-level: an executor task)."""
     start = time.perf_counter()
     say = _stderr_progress(job.method) if job.config.verbose else None
-    adaptation, info = build(lm, job.task, job.method, job.config, progress=say)
+    try:
+        adaptation, info = build(lm, job.task, job.method, job.config, progress=say)
+    except SteerlabError as exc:  # a method that cannot apply to this task is reported, not fatal
+        return {"method": job.method, "skipped": str(exc), "wall_seconds": time.perf_counter() - start}
     result: dict[str, Any] = {"method": job.method, "family": adaptation.family, **info}
     result["settings"] = {k: v for k, v in adaptation.settings.items() if k != "vector"}
     result.update(evaluate_adaptation(lm, job.task, adaptation, job.config))
@@ -594,6 +597,9 @@ def compare(
     main_jobs = [(m, MethodJob(task, m, config, str(artifacts))) for m in methods]
     run = not report_only
     main = _run_stage(executor, run_method, main_jobs, runs, say, "main", run)
+    for name in [m for m, r in main.items() if "skipped" in r]:
+        missing[name] = f"skipped: {main.pop(name)['skipped']}"
+        say(f"method {name} {missing[name]}")
     if "baseline" not in main:
         raise SteerlabError(f"{out}: no finished baseline run to report on")
 

@@ -445,8 +445,10 @@ def markdown(
         if cal:
             lines += [f"### Calibration of {m}", ""]
             choice = cal.get("choice") or {}
+            used = r.get("settings") or {}
             lines.append(
-                f"chosen: layers {choice.get('layer_label')} strength {choice.get('strength')} "
+                f"chosen: layers {choice.get('layer_label', used.get('layers'))} "
+                f"strength {choice.get('strength', used.get('strength'))} "
                 f"(within budget: {cal.get('within_budget')}; KL <= {cal.get('max_kl')}, ppl ratio <= {cal.get('max_ppl_ratio')})"
             )
             if cal.get("slopes"):

@@ -170,7 +170,7 @@ def train_vector(
     steps: int = 200,
     lr: float = 0.02,
     beta: float = 0.1,
-    batch_size: int = 8,
+    pairs_per_step: int = 8,
     heldout: float = 0.2,
     eval_every: int = 10,
     patience: int = 3,
@@ -183,8 +183,9 @@ def train_vector(
     from steerlab.vector import SteeringVector
 
     layer = int(lm.num_layers * 0.4) if layer is None else lm.anatomy.check_layer(layer)
-    if steps < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
-        raise DataError("steps, batch_size, eval_every and patience must all be at least 1")
+    if steps < 1 or pairs_per_step < 1 or eval_every < 1 or patience < 1:
+        raise DataError("steps, pairs_per_step, eval_every and patience must all be at least 1")
+    batch_size = pairs_per_step
     examples = preference_examples(lm, data, chat=chat)
     train, held = split(examples, heldout, seed)
     with torch.no_grad():
@@ -251,8 +252,8 @@ def train_vector(
         data_hash=_hash(examples),
         norms={layer: typical},
         notes=notes,
-        # In the norm unit, strength |v|/typical at this layer reproduces exactly the learned delta.
-        defaults={"strength": norm / typical, "op": "add", "layers": [layer]},
+        # The learned delta is meaningful as is: raw unit, strength 1 adds exactly v (2 adds 2v, -1 subtracts).
+        defaults={"strength": 1.0, "unit": "raw", "op": "add", "layers": [layer]},
         provenance={
             "pairs": len(examples),
             "train": len(train),

@@ -7,11 +7,13 @@ every layer. Every (layer, position) gives a candidate ``r = mean(harmful) - mea
 
 Selection, on a validation split. Cheap screen for every candidate, one forward pass per condition:
 the log-probability of a canonical refusal opening (``REFUSAL_PROBE``) on harmful instructions with
-``r`` ablated (should fall), on harmless ones with ``r`` added at its own layer (should rise), and the
-KL divergence of the next-token distribution on harmless instructions with ``r`` ablated (should stay
-small; candidates over ``kl_max`` are dropped unless none pass). The best few then generate, and the
-phrase detector below gives refusal rates; the winner maximises (induced rate on harmless) minus
-(remaining rate on harmful under ablation), ties to the lower KL. Candidates past ``max_layer_fraction``
+``r`` ablated (should fall), on harmful and harmless ones with ``r`` added at its own layer (should
+rise), and the KL divergence of the next-token distribution on harmless instructions with ``r``
+ablated (should stay small; candidates over ``kl_max`` are dropped unless none pass). The best few by
+the summed log-prob changes then generate, and the phrase detector below gives refusal rates; the
+winner maximises the induced refusal rates (harmful + harmless, direction added) minus the rate left
+on harmful under ablation, ties to the lower KL. On a model that refuses, the ablation term decides;
+on one that hardly ever refuses (SmolLM2-135M), only the induced refusals can. Candidates past ``max_layer_fraction``
 of the depth are skipped, as in the paper (late layers only restate the decision).
 
 Application. Directional ablation at every layer (``ablation_steerings``: the direction is projected
@@ -180,10 +182,16 @@ def ablation_steerings(vector: SteeringVector, lm: LM, strength: float = 1.0) ->
     ]
 
 
-def addition_steering(vector: SteeringVector, strength: float = 1.0) -> Steering:
-    """Add the raw direction (``strength`` times the harmful-harmless gap) at its source layer, all tokens."""
+def addition_steering(vector: SteeringVector, strength: float | None = None) -> Steering:
+    """Add the raw direction (``strength`` times the harmful-harmless gap) at its source layer, all tokens.
+
+    ``strength`` defaults to the one the vector was selected with (``provenance["add_strength"]``, else 1,
+    the paper's coefficient).
+    """
     from steerlab.engine.spec import Steering
 
+    if strength is None:
+        strength = float(vector.provenance.get("add_strength", 1.0))
     return Steering(vector, strength=strength, op="add", layers=tuple(vector.layers), unit="raw")
 
 
@@ -271,6 +279,7 @@ def extract_refusal(
     max_layer_fraction: float = 0.8,
     n_val: int = 16,
     generate_top: int = 3,
+    add_strength: float = 1.0,
     max_new_tokens: int = 32,
     kl_max: float = 0.1,
     select: bool = True,
@@ -285,6 +294,8 @@ def extract_refusal(
     Without ``val_*`` sets, ``n_val`` instructions of each kind are split off for selection. With
     ``select=False`` no steered forward runs: the candidate with the largest d' among the allowed
     layers/positions is returned (useful for quick looks; the paper's selection is causal).
+    ``add_strength`` is the raw coefficient of activation addition used in selection and recorded for
+    :func:`addition_steering` (the paper uses 1; SmolLM2-135M needs about 4 before refusals appear).
     """
     from steerlab.act_cache import cached_read
     from steerlab.data import split
@@ -330,6 +341,7 @@ def extract_refusal(
             norms,
             list(val_harmful),
             list(val_harmless),
+            add_strength=add_strength,
             generate_top=generate_top,
             max_new_tokens=max_new_tokens,
             kl_max=kl_max,
@@ -359,6 +371,7 @@ def extract_refusal(
             "position": position,
             "post_instruction_tokens": n_post,
             "selected_by": "validation" if select else "d_prime",
+            "add_strength": add_strength,
             "val_harmful": len(val_harmful or []),
             "val_harmless": len(val_harmless or []),
             "chosen": stats,
@@ -384,11 +397,13 @@ def _select(
     val_harmful: list[str],
     val_harmless: list[str],
     *,
+    add_strength: float,
     generate_top: int,
     max_new_tokens: int,
     kl_max: float,
     batch_size: int,
 ) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+    """Screen every candidate by teacher-forced refusal log-probs, then generate for the best few."""
     prompts_h = [lm.chat(x) for x in val_harmful]
     prompts_b = [lm.chat(x) for x in val_harmless]
     base_h, _ = probe_scores(lm, prompts_h, batch_size=batch_size)
@@ -396,46 +411,50 @@ def _select(
     table = []
     for (layer, position), (direction, _) in candidates.items():
         vector = _vector(lm, direction, layer, norms.get(layer))
-        ablated_h, _ = probe_scores(lm, prompts_h, ablation_steerings(vector, lm), batch_size=batch_size)
-        added_b, _ = probe_scores(lm, prompts_b, addition_steering(vector), batch_size=batch_size)
-        _, ablated_dist_b = probe_scores(lm, prompts_b, ablation_steerings(vector, lm), batch_size=batch_size)
-        table.append(
-            {
-                "layer": layer,
-                "position": position,
-                "bypass_logp_drop": float(base_h.mean() - ablated_h.mean()),
-                "induce_logp_gain": float(added_b.mean() - base_b.mean()),
-                "kl_harmless": kl_divergence(dist_b, ablated_dist_b),
-            }
+        ablate, add = ablation_steerings(vector, lm), addition_steering(vector, add_strength)
+        ablated_h, _ = probe_scores(lm, prompts_h, ablate, batch_size=batch_size)
+        added_h, _ = probe_scores(lm, prompts_h, add, batch_size=batch_size)
+        added_b, _ = probe_scores(lm, prompts_b, add, batch_size=batch_size)
+        _, ablated_dist_b = probe_scores(lm, prompts_b, ablate, batch_size=batch_size)
+        row = {
+            "layer": layer,
+            "position": position,
+            "bypass_logp_drop": float(base_h.mean() - ablated_h.mean()),
+            "induce_logp_gain_harmful": float(added_h.mean() - base_h.mean()),
+            "induce_logp_gain_harmless": float(added_b.mean() - base_b.mean()),
+            "kl_harmless": kl_divergence(dist_b, ablated_dist_b),
+        }
+        row["screen"] = (
+            row["bypass_logp_drop"] + row["induce_logp_gain_harmful"] + row["induce_logp_gain_harmless"]
         )
+        table.append(row)
     passing = [row for row in table if row["kl_harmless"] <= kl_max] or table
-    passing.sort(key=lambda r: -(r["bypass_logp_drop"] + r["induce_logp_gain"]))
-    if generate_top > 0:
-        base_rate_h, _ = generated_refusal_rate(
-            lm, val_harmful, max_new_tokens=max_new_tokens, batch_size=batch_size
+    passing.sort(key=lambda r: -r["screen"])
+    if generate_top <= 0:
+        return (passing[0]["layer"], passing[0]["position"]), table
+
+    def rate(instructions: list[str], steering: Any = None) -> float:
+        value, _ = generated_refusal_rate(
+            lm, instructions, steering, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
-        for row in passing[:generate_top]:
-            vector = _vector(lm, candidates[(row["layer"], row["position"])][0], row["layer"], None)
-            row["refusal_harmful_base"] = base_rate_h
-            row["refusal_harmful_ablated"], _ = generated_refusal_rate(
-                lm,
-                val_harmful,
-                ablation_steerings(vector, lm),
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-            )
-            row["refusal_harmless_added"], _ = generated_refusal_rate(
-                lm,
-                val_harmless,
-                addition_steering(vector),
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-            )
-        scored = passing[:generate_top]
-        best = max(
-            scored,
-            key=lambda r: (r["refusal_harmless_added"] - r["refusal_harmful_ablated"], -r["kl_harmless"]),
+        return value
+
+    base_rate_h, base_rate_b = rate(val_harmful), rate(val_harmless)
+    for row in passing[:generate_top]:
+        vector = _vector(lm, candidates[(row["layer"], row["position"])][0], row["layer"], None)
+        add = addition_steering(vector, add_strength)
+        row.update(
+            refusal_harmful_base=base_rate_h,
+            refusal_harmless_base=base_rate_b,
+            refusal_harmful_ablated=rate(val_harmful, ablation_steerings(vector, lm)),
+            refusal_harmful_added=rate(val_harmful, add),
+            refusal_harmless_added=rate(val_harmless, add),
         )
-    else:
-        best = passing[0]
+    best = max(
+        passing[:generate_top],
+        key=lambda r: (
+            r["refusal_harmful_added"] + r["refusal_harmless_added"] - r["refusal_harmful_ablated"],
+            -r["kl_harmless"],
+        ),
+    )
     return (best["layer"], best["position"]), table

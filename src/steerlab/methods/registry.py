@@ -78,6 +78,63 @@ def model_method(name: str) -> Callable[..., SteeringVector]:
     raise DataError(f"unknown model method '{name}'; available: iti, refusal, learned")
 
 
+def run_model_method(lm: LM, data: Any, method: str, **options: Any) -> SteeringVector:
+    """Run ``iti``, ``refusal`` or ``learned`` with ``steerlab.extract``-style arguments.
+
+    Options a method does not take are dropped only when left at their ``extract`` defaults (e.g.
+    ``site="resid"``); a non-default value a method cannot honour is an error, not a silent no-op.
+    ``refusal`` takes ``data`` as ``(harmful, harmless)`` or ``{"harmful": [...], "harmless": [...]}``
+    (lists of instruction strings); ``learned`` takes pairs with a ``prompt``; ``layers`` for it names one
+    layer.
+    """
+    import inspect
+
+    info = check_method(method)
+    if info.kind != "model":
+        raise DataError(f"method '{method}' is a pair method; use steerlab.extract")
+    fn = model_method(method)
+    accepted = set(inspect.signature(fn).parameters)
+    neutral = {
+        "site": "resid",
+        "position": "last",
+        "chat": True,
+        "progress": False,
+        "dtype": None,
+        "cache": None,
+        "layers": None,
+        "notes": "",
+    }
+    if method == "learned" and options.get("layers") is not None:
+        from steerlab.engine.spec import parse_layers
+
+        chosen = parse_layers(options.pop("layers"))
+        if len(chosen) != 1:
+            raise DataError(f"the learned method trains one layer; got layers {list(chosen)}")
+        options["layer"] = chosen[0]
+    speed_only = {"batch_size", "progress"}  # how fast, not what: dropped where a method has no such knob
+    kwargs = {}
+    for key, value in options.items():
+        if key in accepted:
+            kwargs[key] = value
+        elif key not in speed_only and (key not in neutral or value != neutral[key]):
+            raise DataError(f"method '{method}' does not take {key}={value!r}")
+    if method == "refusal":
+        harmful, harmless = _instruction_sets(data)
+        return fn(lm, harmful, harmless, **kwargs)
+    return fn(lm, data, **kwargs)
+
+
+def _instruction_sets(data: Any) -> tuple[list[str], list[str]]:
+    if isinstance(data, dict) and {"harmful", "harmless"} <= set(data):
+        return list(data["harmful"]), list(data["harmless"])
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(x, list | tuple) for x in data):
+        return list(data[0]), list(data[1])
+    raise DataError(
+        "the refusal method needs two instruction lists: (harmful, harmless) or "
+        "{'harmful': [...], 'harmless': [...]}"
+    )
+
+
 def check_method(name: str) -> MethodInfo:
     if name not in METHODS:
         raise DataError(f"unknown method '{name}'; available: {', '.join(METHODS)}")
