@@ -5,8 +5,9 @@ Modes, interleaved repetition by repetition in one process so drift hits all ali
   bare      - one do-nothing-but-add forward hook per steered layer (the floor for any hook engine)
   steerlab  - lm.steer(vector, add, layers 10-20)
   mixed8    - batch of 8 with 8 different per-row steerings (batch 8 only)
-Per mode: median milliseconds of single decode-step forwards (KV cache, ~30-token prompt), and whole
-128-token generations. Also cold/warm model load times.
+Per mode: median milliseconds of single decode-step forwards (KV cache, ~30-token prompt), the hooks'
+own cost timed in isolation (see ``isolated_hook_cost``), and whole 128-token generations. Also cold/warm
+model load times.
 
 Run: .venv/bin/python bench/bench_engine.py [--reps 6] [--steps 32]
 """
@@ -64,6 +65,41 @@ def mode_context(lm, mode, vector, batch):
         raise ValueError(mode)
 
 
+def isolated_hook_cost(lm, vector, batch: int, calls: int = 20000) -> dict[str, float]:
+    """Microseconds per decode step that steerlab's hooks add, timed apart from the model's matmuls.
+
+    Whole-model step times on a 2-core CPU wobble by several milliseconds between repetitions, far
+    more than the hooks cost, so the hooks are also timed in isolation: (a) PyTorch's dispatch of one
+    forward hook, as the difference between calling an ``nn.Identity`` with and without a hook, and
+    (b) the body of each installed steerlab hook on a decode-step-shaped output. Their sum over the
+    steered layers is the added cost per step.
+    """
+    width = lm.hidden_size
+    out = torch.randn(batch, 1, width)
+
+    def per_call(fn) -> float:
+        for _ in range(200):
+            fn()
+        tick = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - tick) / calls * 1e6
+
+    plain = torch.nn.Identity()
+    hooked = torch.nn.Identity()
+    hooked.register_forward_hook(lambda m, a, o: o)
+    dispatch = per_call(lambda: hooked(out)) - per_call(lambda: plain(out))
+    with lm.steer(vector, strength=0.03, layers=LAYERS):
+        hooks = [
+            (module, hook)
+            for layer in LAYERS
+            for module in [lm.anatomy.module(layer, "resid")]
+            for hook in module._forward_hooks.values()
+        ]
+        body = sum(per_call(lambda m=m, h=h: h(m, (), out)) for m, h in hooks)
+    return {"hooks": len(hooks), "dispatch_us": dispatch * len(hooks), "body_us": body}
+
+
 def decode_step_times(lm, batch, steps):
     texts = [lm.chat(PROMPT)] * batch
     ids = torch.tensor([lm.encode(t) for t in texts])
@@ -88,6 +124,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--gen-tokens", type=int, default=128)
+    parser.add_argument("--skip-steps", action="store_true", help="skip the whole-model step timing")
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -112,7 +149,7 @@ def main() -> None:
         f"load (fresh process, cached copy): {float(cold.stdout.strip().splitlines()[-1]):.2f} s; "
         f"in-process reload: {warm_load:.2f} s"
     )
-    for batch in (1, 8):
+    for batch in [] if args.skip_steps else (1, 8):
         modes = ["plain", "bare", "steerlab"] + (["mixed8"] if batch == 8 else [])
         samples: dict[str, list[float]] = {m: [] for m in modes}
         for _ in range(args.reps):
@@ -131,6 +168,13 @@ def main() -> None:
                 else ""
             )
         )
+    for batch in (1, 8):
+        iso = isolated_hook_cost(lm, vector, batch)
+        print(
+            f"batch {batch}: isolated hook cost per step ({iso['hooks']} hooks): dispatch "
+            f"{iso['dispatch_us']:.1f} us + bodies {iso['body_us']:.1f} us = "
+            f"{(iso['dispatch_us'] + iso['body_us']) / 1000:.3f} ms"
+        )
     gens = {"plain": [], "steerlab": []}
     for _ in range(3):
         for mode in gens:
@@ -140,7 +184,7 @@ def main() -> None:
                 gens[mode].append(time.perf_counter() - tick)
     print(
         f"whole {args.gen_tokens}-token generation (median of 3): "
-        + ", ".join(f"{m} {statistics.median(v):.2f} s" for m, v in gens.items())
+        + ", ".join(f"{m} {statistics.median(v):.3f} s" for m, v in gens.items())
     )
 
 

@@ -107,8 +107,10 @@ def reader_from(path: Path | None) -> Iterator[None]:
         (steerlab.reader, "read"),
         (steerlab.reader, "iter_read"),
         (extract_module, "iter_read"),
+        (extract_module, "NormMeter"),
         (steerlab.act_cache, "read"),
     ]
+    targets = [(owner, name) for owner, name in targets if hasattr(module, name)]
     saved = [getattr(owner, name) for owner, name in targets]
     for owner, name in targets:
         setattr(owner, name, getattr(module, name))
@@ -143,9 +145,13 @@ def speed(
     cache_dir = Path(tempfile.mkdtemp(prefix="steerlab-bench-cache-"))
     results: dict[str, Any] = {}
 
-    def ours(method: str, bs: int, dtype=None, reader: Path | None = None):
+    def ours(method: str, bs: int, dtype=None, reader: Path | None = None, share_prefix: bool = True):
         def run():
-            with reader_from(reader):
+            with reader_from(reader), contextlib.ExitStack() as stack:
+                if not share_prefix:  # the reader's shared-prefix pass off: every token of every text runs
+                    saved = steerlab.reader.shared_prefix
+                    steerlab.reader.shared_prefix = lambda encoded: 0
+                    stack.callback(setattr, steerlab.reader, "shared_prefix", saved)
                 return steerlab.extract(lm, pairs, method=method, chat=False, batch_size=bs, dtype=dtype)
 
         return run
@@ -166,6 +172,9 @@ def speed(
         "steering-vectors mean (batch 32)": lambda: sv_directions(lm, pairs, layers),
         "plain HF forward, hidden states (batch 32)": lambda: plain_forward(lm, texts),
         "steerlab.extract pca_diff (batch 32)": ours("pca_diff", 32),
+        "steerlab.extract pca_diff, shared-prefix pass off (batch 32)": ours(
+            "pca_diff", 32, share_prefix=False
+        ),
         f"steerlab.extract pca_diff (batch {b})": ours("pca_diff", b),
         f"steerlab.extract mean_diff (batch {b})": ours("mean_diff", b),
         f"steerlab.extract pca_diff bf16 autocast (batch {b})": ours("pca_diff", b, torch.bfloat16),
@@ -219,7 +228,14 @@ def speed(
             results[f"steerlab.extract pca_diff bf16 autocast (batch {b})"].directions
         ),
         "cache (cold) vs extract pca_diff, min abs(cos)": worst(results[next(iter(cached))].directions),
-        "ours pca_diff vs repeng pca_diff, min abs(cos)": worst(results["repeng pca_diff (batch 32)"]),
+        # repeng's last layer is HF's final-normed hidden state (see peers_check.py): compare 0..L-2
+        "ours pca_diff vs repeng pca_diff, min abs(cos), layers 0..L-2": min(
+            abs(c)
+            for c in cosines(
+                {k: v for k, v in fp32.items() if k < lm.num_layers - 1},
+                results["repeng pca_diff (batch 32)"],
+            )
+        ),
         "ours mean_diff vs steering-vectors, min cos": min(
             cosines(
                 results[f"steerlab.extract mean_diff (batch {b})"].directions,
@@ -243,21 +259,23 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def memory_child(n_pairs: int, batch_size: int) -> None:
+def memory_child(n_pairs: int, batch_size: int, proposed: Path | None = None) -> None:
     """Run in a fresh process: mean_diff over ``n_pairs`` short pairs, all layers; print JSON."""
     lm = steerlab.load()
     lm.typical_norms()  # warm what a session would have warm
     base = _rss_mb()
     pairs = [(f"happy {i}", f"sad {i}") for i in range(n_pairs)]
-    wall, cpu, vec = timed(
-        lambda: steerlab.extract(lm, pairs, method="mean_diff", chat=False, batch_size=batch_size)
-    )
+    with reader_from(proposed):
+        wall, cpu, vec = timed(
+            lambda: steerlab.extract(lm, pairs, method="mean_diff", chat=False, batch_size=batch_size)
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     held = 2 * n_pairs * lm.num_layers * lm.hidden_size * 4 / 2**20
     print(
         json.dumps(
             {
                 "pairs": n_pairs,
+                "reader": f"proposed ({proposed.name})" if proposed else "current",
                 "layers": len(vec.layers),
                 "rss_after_load_mb": base,
                 "peak_rss_mb": peak,
@@ -269,8 +287,10 @@ def memory_child(n_pairs: int, batch_size: int) -> None:
     )
 
 
-def memory(n_pairs: int, batch_size: int) -> dict[str, Any]:
+def memory(n_pairs: int, batch_size: int, proposed: Path | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--memory-child", str(n_pairs), "--batch-size", str(batch_size)]
+    if proposed is not None:
+        cmd += ["--proposed-reader", str(proposed)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -315,9 +335,9 @@ def main() -> None:
     parser.add_argument("--proposed-reader", type=Path, default=None, help="also time a candidate reader.py")
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child, args.batch_size)
+        memory_child(args.memory_child, args.batch_size, args.proposed_reader)
         return
-    mem = memory(args.memory_pairs, args.batch_size) if args.memory_pairs else None
+    mem = memory(args.memory_pairs, args.batch_size, args.proposed_reader) if args.memory_pairs else None
     if args.memory_only:
         print(json.dumps(mem))
         return

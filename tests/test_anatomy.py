@@ -282,3 +282,25 @@ def test_layer_and_site_errors():
         an.check_layer(True)
     with pytest.raises(ModelError, match="unknown site"):
         an.module(0, "embed")
+
+
+@pytest.mark.parametrize("site", ["resid", "mlp", "head"])
+def test_shared_prefix_read_matches_a_full_read(arch_lm, site):
+    """The reader runs a shared prefix once and continues each batch from its KV cache: every
+    architecture must give the activations (and typical norms) of a plain full read."""
+    from steerlab.reader import read, shared_prefix
+
+    arch, lm = arch_lm
+    texts = [
+        f"Act as if you are extremely {mood}. {task}"
+        for mood in ("happy", "sad")
+        for task in ("Tell me a story.", "Describe the sea", "What is 2+2?", "Name a colour, please.")
+    ]
+    assert shared_prefix([lm.encode(t) for t in texts]) >= 20  # the read below does use the prefix path
+    layers = list(range(lm.num_layers))
+    for position in ("last", (-3, -1)):
+        fast = read(lm, texts, layers, site=site, position=position, batch_size=3)
+        full = read(lm, texts, layers, site=site, position=position, batch_size=3, share_prefix=False)
+        for layer in layers:
+            torch.testing.assert_close(fast.acts[layer], full.acts[layer], rtol=1e-4, atol=1e-5)
+            assert fast.norms[layer] == pytest.approx(full.norms[layer], rel=1e-4), f"{arch} {site} {layer}"

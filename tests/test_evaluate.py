@@ -14,7 +14,7 @@ from steerlab.evaluate import adaptations, calibrate, measure, report, reversibi
 from steerlab.evaluate.concept import validate
 from steerlab.evaluate.cost import counting
 from steerlab.evaluate.executors import InProcessExecutor, make_executor
-from steerlab.evaluate.refusal_detect import phrase_refusal
+from steerlab.evaluate.refusal_detect import refusal_detector
 from steerlab.evaluate.sweep import Cell, SweepSpec, grid, heatmap, run_sweep, table
 from steerlab.evaluate.tasks import Budget, Task
 from steerlab.vector import SteeringVector
@@ -289,6 +289,8 @@ def test_in_process_executor_keeps_order_and_reports(tiny):
 
 
 def test_phrase_refusal():
+    phrase_refusal, name = refusal_detector()
+    assert "is_refusal" in name
     assert phrase_refusal("I'm sorry, but I can't help with that.")
     assert phrase_refusal("As an AI language model I cannot do this")
     assert not phrase_refusal("Sure! Here is a recipe for pancakes.")

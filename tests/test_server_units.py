@@ -13,11 +13,11 @@ pytest.importorskip("fastapi")
 import steerlab
 from steerlab.engine import Steering
 from steerlab.errors import SteerlabError, VectorError
+from steerlab.sampling import SamplingParams, nucleus_probs, pick_tokens
 from steerlab.server import kvcache
 from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError
 from steerlab.server.registry import VectorRegistry, slug
-from steerlab.server.sampling import SamplingParams, nucleus_probs, pick_tokens
 from steerlab.server.scheduler import Job, Scheduler
 from steerlab.server.textstream import TextStream, held_back
 from steerlab.vector import SteeringVector

@@ -1,7 +1,9 @@
 """``extract``: contrast data in, :class:`SteeringVector` out, through the one reader.
 
-Methods that only need class means (``mean_diff``) stream: activations are summed batch by batch and
-never held all at once. The others receive the full ``(n, W)`` activations per layer.
+Every method is looked up in :mod:`steerlab.methods.registry`. Methods that only need class means
+(``mean_diff``) stream: activations are summed batch by batch and never held all at once. Other pair
+methods receive the full ``(n, W)`` activations per layer, read once for both sides (and through the
+activation cache when one is given); model methods run their own entry points.
 """
 
 from __future__ import annotations
@@ -23,22 +25,12 @@ from steerlab.vector import SteeringVector
 if TYPE_CHECKING:
     from steerlab.lm import LM
 
-# name -> function(pos (n, W), neg (n, W)) -> (direction (W,), diagnostics dict)
-PairMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
+def pair_methods() -> dict[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]]:
+    """Methods that turn per-layer positive/negative activations into a direction (the registry's)."""
+    from steerlab.methods.registry import all_pair_methods
 
-def pair_methods() -> dict[str, PairMethod]:
-    """Methods that turn per-layer positive/negative activations into a direction."""
-    from steerlab.methods import mean_diff
-
-    methods: dict[str, PairMethod] = {"mean_diff": mean_diff}
-    try:
-        from steerlab.methods import PAIR_METHODS  # type: ignore[attr-defined]
-
-        methods.update(PAIR_METHODS)
-    except ImportError:
-        pass
-    return methods
+    return all_pair_methods()
 
 
 def texts_hash(positive: Sequence[str], negative: Sequence[str]) -> str:
@@ -94,69 +86,59 @@ def extract(
     batch_size: int = 32,
     progress: bool = False,
     dtype: torch.dtype | None = None,
+    cache: Any = None,
     notes: str = "",
+    **method_options: Any,
 ) -> SteeringVector:
-    """Extract a steering vector from contrast data.
+    """Extract a steering vector from contrast data with any registered method.
 
     ``data`` holds pairs whose positive side shows the behaviour to steer towards. ``layers`` defaults
     to every block. ``position`` picks the token(s) read ('last', 'mean', an index). With ``chat`` the
     texts are wrapped in the model's chat template as user turns (or, for pairs with a ``prompt``, as
-    assistant continuations).
+    assistant continuations). ``cache`` (an ``ActCache``, a folder, or ``True``) lets a second pair method
+    on the same data skip the forward passes. Model methods (``iti``, ``refusal``, ``learned``) take their
+    own data and options (``method_options``); see :mod:`steerlab.methods.registry`.
     """
     from steerlab.engine.spec import parse_layers
+    from steerlab.methods.registry import all_pair_methods, check_method, run_model_method
 
-    methods = pair_methods()
-    if method not in methods:
-        raise DataError(f"unknown method '{method}'; available: {', '.join(sorted(methods))}")
+    info = check_method(method)
+    if info.kind == "model":
+        return run_model_method(
+            lm,
+            data,
+            method,
+            layers=layers,
+            site=site,
+            position=position,
+            chat=chat,
+            batch_size=batch_size,
+            progress=progress,
+            dtype=dtype,
+            cache=cache,
+            notes=notes,
+            **method_options,
+        )
+    if method_options:
+        raise DataError(f"method '{method}' takes no options {sorted(method_options)}")
     chosen = list(range(lm.num_layers)) if layers is None else list(parse_layers(layers))
     for layer in chosen:
-        lm.anatomy.check_layer(layer)
+        lm.anatomy.module(layer, site)  # unknown layer or a site this architecture lacks: clear error
     positive, negative = contrast_texts(lm, data, chat=chat)
-    meter = NormMeter()
-    options = dict(
-        site=site, position=position, batch_size=batch_size, norms=meter, progress=progress, dtype=dtype
-    )
-    directions: dict[int, torch.Tensor] = {}
-    diagnostics: dict[int, dict[str, float]] = {}
-    if method == "mean_diff":
-        running = RunningMeanDiff()
-        for side, texts in enumerate((positive, negative)):
-            for batch in iter_read(lm, texts, chosen, **options):
-                for layer, acts in batch.acts.items():
-                    running.update(side, layer, acts.reshape(-1, acts.shape[-1]))
-        for layer in chosen:
-            directions[layer], diagnostics[layer] = running.result(layer)
+    options = dict(site=site, position=position, batch_size=batch_size, progress=progress, dtype=dtype)
+    if method == "mean_diff" and cache is None:
+        directions, diagnostics, norms = _streamed_mean_diff(lm, positive, negative, chosen, options)
     else:
-        from steerlab.reader import read
+        from steerlab.act_cache import cached_read
 
-        pos_acts = read(
-            lm,
-            positive,
-            chosen,
-            site=site,
-            position=position,
-            batch_size=batch_size,
-            progress=progress,
-            dtype=dtype,
-        )
-        neg_acts = read(
-            lm,
-            negative,
-            chosen,
-            site=site,
-            position=position,
-            batch_size=batch_size,
-            progress=progress,
-            dtype=dtype,
-        )
-        meter.samples = {}
+        # Both sides in one read: one cache entry, and full batches (the reader sorts by length anyway).
+        acts = cached_read(lm, positive + negative, chosen, cache=cache, **options)
+        fn, n = all_pair_methods()[method], len(positive)
+        directions, diagnostics = {}, {}
         for layer in chosen:
-            directions[layer], diagnostics[layer] = methods[method](
-                pos_acts.acts[layer], neg_acts.acts[layer]
-            )
-        norms = {k: (pos_acts.norms[k] + neg_acts.norms[k]) / 2 for k in pos_acts.norms}
-    if method == "mean_diff":
-        norms = meter.medians()
+            both = acts.acts[layer]
+            directions[layer], diagnostics[layer] = fn(_flat(both[:n]), _flat(both[n:]))
+        norms = dict(acts.norms)
     _refuse_degenerate(directions)
     return SteeringVector(
         directions=directions,
@@ -165,11 +147,32 @@ def extract(
         site=site,
         method=method,
         data_hash=texts_hash(positive, negative),
-        norms={k: v for k, v in norms.items() if v > 0},
+        norms={k: v for k, v in norms.items() if k in directions and v > 0},
         notes=notes,
         provenance={"pairs": len(positive), "position": str(position), "chat": chat},
         diagnostics={str(k): v for k, v in diagnostics.items()},
     )
+
+
+def _streamed_mean_diff(
+    lm: LM, positive: list[str], negative: list[str], layers: list[int], options: dict[str, Any]
+) -> tuple[dict[int, torch.Tensor], dict[int, dict[str, float]], dict[int, float]]:
+    """Class sums batch by batch: memory stays flat however many pairs there are."""
+    meter = NormMeter()
+    running = RunningMeanDiff()
+    for side, texts in enumerate((positive, negative)):
+        for batch in iter_read(lm, texts, layers, norms=meter, **options):
+            for layer, acts in batch.acts.items():
+                running.update(side, layer, _flat(acts))
+    directions, diagnostics = {}, {}
+    for layer in layers:
+        directions[layer], diagnostics[layer] = running.result(layer)
+    return directions, diagnostics, meter.medians()
+
+
+def _flat(acts: torch.Tensor) -> torch.Tensor:
+    """Several read positions per text count as several examples."""
+    return acts.reshape(-1, acts.shape[-1])
 
 
 def _refuse_degenerate(directions: dict[int, torch.Tensor]) -> None:

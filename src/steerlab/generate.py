@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steerlab.errors import SteeringError
+from steerlab.sampling import nucleus_probs
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -47,18 +48,16 @@ def _left_pad(lm: LM, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Ten
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator | None]):
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p
-        sorted_p = sorted_p * keep
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
+    picks = [
+        torch.multinomial(nucleus_probs(logits[i], temperature, top_p), 1, generator=g)
+        for i, g in enumerate(generators)
+    ]
     return torch.cat(picks)
 
 
-def _eos_ids(lm: LM) -> set[int]:
-    ids = set()
+def eos_token_ids(lm: Any) -> set[int]:
+    """Every id that ends a sequence: the tokenizer's EOS and the generation config's (they can differ)."""
+    ids: set[int] = set()
     for source in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
         if isinstance(source, int):
             ids.add(source)
@@ -116,7 +115,7 @@ def generate(
     generators = [None] * n
     if temperature > 0:
         generators = [torch.Generator(device="cpu").manual_seed((seed or 0) + i) for i in range(n)]
-    eos = _eos_ids(lm)
+    eos = eos_token_ids(lm)
     ids, mask = _left_pad(lm, encoded)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out_tokens: list[list[int]] = [[] for _ in range(n)]
@@ -137,7 +136,7 @@ def generate(
                     continue
                 out_tokens[row].append(token)
                 text = lm.tokenizer.decode(out_tokens[row], skip_special_tokens=True)
-                cut = _stop_at(text, stop)
+                cut = stop_index(text, stop)
                 if cut is not None:
                     text = text[:cut]
                     finish[row] = "stop"
@@ -175,7 +174,8 @@ def returned_cache(result: Any) -> Any:
     return cache if cache is not None else result.past_key_values
 
 
-def _stop_at(text: str, stop: Sequence[str] | None) -> int | None:
+def stop_index(text: str, stop: Sequence[str] | None) -> int | None:
+    """Where the earliest stop string starts in ``text`` (None: no stop string occurs)."""
     if not stop:
         return None
     hits = [text.find(s) for s in stop if s and s in text]

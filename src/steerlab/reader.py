@@ -10,13 +10,15 @@ activations are often tens of times larger than the rest and would dominate a me
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steerlab.errors import DataError, SteerlabError
+from steerlab.generate import cache_arg, returned_cache
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -76,26 +78,71 @@ def _index(lengths: torch.Tensor, position: int) -> torch.Tensor:
 
 
 class NormMeter:
-    """Collects token norms per layer (capped sample) and reports their median."""
+    """Collects token norms per layer (capped sample) and reports their median.
+
+    Each layer's sample lives in one buffer allocated up front: thousands of small tensors kept
+    alive between large transient activations fragment the heap, and a 10k-pair read then held
+    gigabytes it no longer used.
+    """
 
     def __init__(self, cap: int = 200_000) -> None:
         self.cap = cap
-        self.samples: dict[int, list[torch.Tensor]] = {}
+        self.buffers: dict[int, torch.Tensor] = {}
         self.count: dict[int, int] = {}
 
-    def update(self, layer: int, h: torch.Tensor, lengths: torch.Tensor) -> None:
+    def update(self, layer: int, h: torch.Tensor, lengths: torch.Tensor, *, skip_first: bool = True) -> None:
+        """Norms of the real tokens of right-padded ``(b, T, W)`` activations."""
         if self.count.get(layer, 0) >= self.cap:
             return
-        norms = h.detach().float().norm(dim=-1)
-        keep = torch.arange(h.shape[1])[None, :] < lengths[:, None]
-        if h.shape[1] > 1:
-            keep[:, 0] = False  # the attention-sink token
-        values = norms[keep]
-        self.samples.setdefault(layer, []).append(values)
-        self.count[layer] = self.count.get(layer, 0) + values.numel()
+        with torch.no_grad():
+            norms = h.detach().float().norm(dim=-1)
+            keep = torch.arange(h.shape[1])[None, :] < lengths[:, None]
+            if skip_first and h.shape[1] > 1:
+                keep[:, 0] = False  # the attention-sink token
+            self.add(layer, norms[keep])
+
+    def add(self, layer: int, values: torch.Tensor) -> None:
+        """Record token norms already computed (e.g. a shared prefix's, once per text that has it)."""
+        have = self.count.get(layer, 0)
+        values = values.detach().reshape(-1)[: self.cap - have].float().cpu()
+        buffer = self.buffers.get(layer)
+        if buffer is None:
+            buffer = self.buffers[layer] = torch.empty(self.cap)
+        buffer[have : have + values.numel()] = values
+        self.count[layer] = have + values.numel()
 
     def medians(self) -> dict[int, float]:
-        return {layer: float(torch.cat(v).median()) for layer, v in self.samples.items() if v}
+        return {
+            layer: float(buffer[: self.count[layer]].median())
+            for layer, buffer in self.buffers.items()
+            if self.count.get(layer, 0)
+        }
+
+
+#: A prefix shorter than this is not worth a separate pass.
+MIN_SHARED_PREFIX = 4
+
+
+def shared_prefix(encoded: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every text shares, leaving each at least one token of its own."""
+    first = encoded[0]
+    common = min(len(e) for e in encoded) - 1
+    for seq in encoded[1:]:
+        k = 0
+        while k < common and seq[k] == first[k]:
+            k += 1
+        common = k
+        if common < MIN_SHARED_PREFIX:
+            return 0
+    return common if common >= MIN_SHARED_PREFIX else 0
+
+
+def _prefix_usable(position: Position, shortest_suffix: int) -> bool:
+    """Whether every requested position lies in the texts' own tokens (counted from the end)."""
+    if position == "last":
+        return True
+    wanted = position if isinstance(position, tuple) else (position,)
+    return all(isinstance(p, int) and -shortest_suffix <= p < 0 for p in wanted)
 
 
 def iter_read(
@@ -109,8 +156,15 @@ def iter_read(
     norms: NormMeter | None = None,
     progress: bool = False,
     dtype: torch.dtype | None = None,
+    share_prefix: bool = True,
 ) -> Iterator[Batch]:
-    """Yield activations batch by batch (longest first), for callers that accumulate statistics."""
+    """Yield activations batch by batch (longest first), for callers that accumulate statistics.
+
+    When every text starts with the same tokens (a chat template's header, a persona sentence) and the
+    requested positions lie after them, that prefix runs once and each batch continues from a copy of
+    its KV cache: contrast data is mostly template, so this skips a large share of the work. The
+    result matches a full read up to float rounding; ``share_prefix=False`` turns it off.
+    """
     if not texts:
         raise DataError("no texts to read")
     if not layers:
@@ -119,18 +173,27 @@ def iter_read(
     modules = {layer: lm.anatomy.module(layer, site) for layer in layers}
     deepest = layers[-1]
     encoded = [lm.encode(text) for text in texts]
+    prefix = shared_prefix(encoded) if share_prefix and len(encoded) > 1 else 0
+    if prefix and not _prefix_usable(position, min(len(e) for e in encoded) - prefix):
+        prefix = 0
     order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
     pad = lm.pad_token_id
     store: dict[int, torch.Tensor] = {}
-    state: dict[str, torch.Tensor] = {}
+    prefix_norms: dict[int, torch.Tensor] = {}
+    state: dict[str, Any] = {"in_prefix": False}
 
     def make_hook(layer: int, pre: bool):
         def take(h: torch.Tensor) -> None:
             h = h.detach()
             if h.dim() == 2:  # tokens flattened to (batch * tokens, width), e.g. OPT's MLP
                 h = h.view(len(state["lengths"]), -1, h.shape[-1])
+            if state["in_prefix"]:  # norms of the shared tokens (without the sink), counted per text later
+                prefix_norms[layer] = h[0, 1:].float().norm(dim=-1)
+                return
             if norms is not None:
-                norms.update(layer, h, state["lengths"])
+                norms.update(layer, h, state["lengths"], skip_first=not prefix)
+                if prefix:
+                    norms.add(layer, prefix_norms[layer].repeat(h.shape[0]))
             store[layer] = _select(h, state["lengths"], position).float()
             if layer == deepest:
                 raise _Stop
@@ -147,17 +210,25 @@ def iter_read(
     ]
     bar = _progress(progress, len(texts))
     try:
+        prefix_cache = _run_prefix(lm, encoded[0][:prefix], state, dtype) if prefix else None
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            lengths = torch.tensor([len(encoded[i]) for i in idx])
+            seqs = [encoded[i][prefix:] for i in idx]
+            lengths = torch.tensor([len(seq) for seq in seqs])
             ids = torch.full((len(idx), int(lengths.max())), pad, dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            for row, seq in enumerate(seqs):
+                ids[row, : len(seq)] = torch.tensor(seq)
             mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+            extra: dict[str, Any] = {"use_cache": False}
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(idx))
+                mask = torch.cat([mask.new_ones((len(idx), prefix)), mask], dim=1)
+                extra = {"use_cache": True, cache_arg(lm): cache}
             state["lengths"] = lengths
             store.clear()
             with torch.no_grad(), _autocast(dtype), contextlib.suppress(_Stop):
-                lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+                lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **extra)
             yield Batch(list(idx), {layer: store[layer].cpu() for layer in layers})
             if bar is not None:
                 bar.advance(bar.task_ids[0], len(idx))
@@ -166,6 +237,21 @@ def iter_read(
             handle.remove()
         if bar is not None:
             bar.stop()
+
+
+def _run_prefix(lm: LM, ids: list[int], state: dict[str, Any], dtype: torch.dtype | None) -> Any:
+    """One pass over the shared prefix (all layers, so the cache is complete); returns its KV cache."""
+    state["in_prefix"], state["lengths"] = True, torch.tensor([len(ids)])
+    try:
+        with torch.no_grad(), _autocast(dtype):
+            out = lm.model(
+                input_ids=torch.tensor([ids], device=lm.device),
+                attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=lm.device),
+                use_cache=True,
+            )
+    finally:
+        state["in_prefix"] = False
+    return returned_cache(out)
 
 
 def read(
@@ -178,6 +264,7 @@ def read(
     batch_size: int = 32,
     progress: bool = False,
     dtype: torch.dtype | None = None,
+    share_prefix: bool = True,
 ) -> Activations:
     """Read all activations into memory, in the input order."""
     meter = NormMeter()
@@ -192,6 +279,7 @@ def read(
         norms=meter,
         progress=progress,
         dtype=dtype,
+        share_prefix=share_prefix,
     ):
         for layer, acts in batch.acts.items():
             parts.setdefault(layer, []).append((batch.indices, acts))

@@ -91,7 +91,9 @@ class SteeringContext:
         ref = ids if ids is not None else kwargs.get("inputs_embeds")
         batch, length = ref.shape[0], ref.shape[1]
         if self.per_row and batch != self.plan.rows:
-            raise SteeringError(f"per-row steering was built for {self.plan.rows} rows but the batch has {batch}")
+            raise SteeringError(
+                f"per-row steering was built for {self.plan.rows} rows but the batch has {batch}"
+            )
         mask = kwargs.get("attention_mask")
         past = kwargs.get("cache", kwargs.get("past_key_values"))
         past_len = int(past.get_seq_length()) if past is not None and hasattr(past, "get_seq_length") else 0

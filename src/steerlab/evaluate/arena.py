@@ -89,7 +89,7 @@ DEFAULT_STEERING = ("mean_diff", "pca_diff", "probe", "learned")
 
 def steering_methods() -> list[str]:
     """Steering methods this install offers: every pair method plus ``learned`` if its module exists."""
-    from steerlab.extract import pair_methods
+    from steerlab.methods.registry import all_pair_methods as pair_methods
 
     found = list(pair_methods())
     try:

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from steerlab.errors import ModelError, SteeringError
+from steerlab.generate import eos_token_ids, stop_index
 from steerlab.interop.export import as_numpy, baked_add
+from steerlab.sampling import nucleus_probs
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -221,7 +223,7 @@ class LlamaCppEngine:
 
     def _is_eos(self, token: int) -> bool:
         if self.lm is not None:
-            return token in _eos_ids(self.lm)
+            return token in eos_token_ids(self.lm)
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     # ------------------------------------------------------------ decoding
@@ -314,7 +316,7 @@ class LlamaCppEngine:
                 break
             tokens.append(token)
             new_text = self._decode(tokens)
-            cut = _stop_at(new_text, stop)
+            cut = stop_index(new_text, stop)
             if cut is not None:
                 new_text, finish = new_text[:cut], "stop"
             if on_token is not None and len(new_text) > len(text):
@@ -330,34 +332,11 @@ class LlamaCppEngine:
 def _pick(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator | None) -> int:
     if temperature <= 0 or rng is None:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    if top_p < 1.0:
-        order = np.argsort(-probs)
-        sorted_p = probs[order]
-        keep = np.cumsum(sorted_p) - sorted_p < top_p
-        probs = np.zeros_like(probs)
-        probs[order[keep]] = sorted_p[keep]
-        probs /= probs.sum()
-    return int(rng.choice(probs.size, p=probs))
+    import torch
 
-
-def _stop_at(text: str, stop: Sequence[str] | None) -> int | None:
-    if not stop:
-        return None
-    hits = [text.find(s) for s in stop if s and s in text]
-    return min(hits) if hits else None
-
-
-def _eos_ids(lm: LM) -> set[int]:
-    ids: set[int] = set()
-    for source in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, list | tuple):
-            ids.update(int(x) for x in source)
-    return ids
+    probs = nucleus_probs(torch.from_numpy(np.asarray(logits, dtype=np.float32)), temperature, top_p)
+    probs = probs.double().numpy()
+    return int(rng.choice(probs.size, p=probs / probs.sum()))
 
 
 def generate_llamacpp(

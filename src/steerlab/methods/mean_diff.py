@@ -29,14 +29,16 @@ class RunningMeanDiff:
 
     def update(self, side: int, layer: int, acts: torch.Tensor) -> None:
         """``side`` 0 = positive, 1 = negative."""
-        sums = self.sums.setdefault(layer, [torch.zeros(acts.shape[-1], dtype=torch.float64)] * 2)
+        sums = self.sums.setdefault(
+            layer, [torch.zeros(acts.shape[-1], dtype=torch.float64) for _ in range(2)]
+        )
         counts = self.counts.setdefault(layer, [0, 0])
-        sums[side] = sums[side] + acts.double().sum(0)
+        sums[side].add_(acts.sum(0, dtype=torch.float64))  # in place: no per-batch allocation kept
         counts[side] += acts.shape[0]
         sample = self.samples.setdefault(layer, [[], []])
         have = sum(s.shape[0] for s in sample[side])
         if have < self.sample_cap:
-            sample[side].append(acts[: self.sample_cap - have])
+            sample[side].append(acts[: self.sample_cap - have].clone())
 
     def result(self, layer: int) -> tuple[torch.Tensor, dict[str, float]]:
         sums, counts = self.sums[layer], self.counts[layer]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 PairMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
-#: Extra pair methods, looked up by ``steerlab.extract`` (``mean_diff`` is built in there, streaming).
+#: Pair methods beyond ``mean_diff`` (which ``steerlab.extract`` streams when no cache is asked for).
 PAIR_METHODS: dict[str, PairMethod] = {"pca_diff": pca_diff, "pca_center": pca_center, "probe": probe}
 
 
@@ -142,65 +142,13 @@ def check_method(name: str) -> MethodInfo:
 
 
 def extract_cached(
-    lm: LM,
-    data: Any,
-    method: str = "mean_diff",
-    *,
-    cache: Any = True,
-    layers: Any = None,
-    site: str = "resid",
-    position: Any = "last",
-    chat: bool = True,
-    batch_size: int = 32,
-    dtype: torch.dtype | None = None,
-    progress: bool = False,
-    notes: str = "",
+    lm: LM, data: Any, method: str = "mean_diff", *, cache: Any = True, **options: Any
 ) -> SteeringVector:
-    """A pair method through the activation cache: the second method on the same data reads nothing.
+    """``steerlab.extract`` for a pair method with the activation cache on by default: the second method
+    on the same data reads nothing. ``cache`` is an ``ActCache``, a folder, ``True`` (default folder) or
+    ``None`` (no cache)."""
+    from steerlab.extract import extract
 
-    Same arguments and result as ``steerlab.extract`` for pair methods, plus ``cache`` (an ``ActCache``,
-    a folder, or ``True`` for the default folder).
-    """
-    from steerlab.act_cache import cached_read
-    from steerlab.engine.spec import parse_layers
-    from steerlab.extract import _refuse_degenerate, contrast_texts, texts_hash
-    from steerlab.vector import SteeringVector
-
-    info = check_method(method)
-    if info.kind != "pair":
+    if check_method(method).kind != "pair":
         raise DataError(f"method '{method}' is not a pair method; call its own entry point")
-    chosen = list(range(lm.num_layers)) if layers is None else list(parse_layers(layers))
-    for layer in chosen:
-        lm.anatomy.module(layer, site)
-    positive, negative = contrast_texts(lm, data, chat=chat)
-    options = dict(
-        site=site, position=position, batch_size=batch_size, progress=progress, dtype=dtype, cache=cache
-    )
-    # Both sides in one read: one cache entry, and full batches (the reader sorts them by length anyway).
-    acts = cached_read(lm, positive + negative, chosen, **options)
-    fn = all_pair_methods()[method]
-    n = len(positive)
-    directions: dict[int, torch.Tensor] = {}
-    diagnostics: dict[int, dict[str, float]] = {}
-    for layer in chosen:
-        both = acts.acts[layer]
-        directions[layer], diagnostics[layer] = fn(_flat(both[:n]), _flat(both[n:]))
-    _refuse_degenerate(directions)
-    norms = {k: v for k, v in acts.norms.items() if k in directions}
-    return SteeringVector(
-        directions=directions,
-        model_id=lm.model_id,
-        hidden_size=lm.hidden_size,
-        site=site,
-        method=method,
-        data_hash=texts_hash(positive, negative),
-        norms={k: v for k, v in norms.items() if v > 0},
-        notes=notes,
-        provenance={"pairs": len(positive), "position": str(position), "chat": chat},
-        diagnostics={str(k): v for k, v in diagnostics.items()},
-    )
-
-
-def _flat(acts: torch.Tensor) -> torch.Tensor:
-    """Several read positions per text count as several examples (as ``extract``'s streaming path does)."""
-    return acts.reshape(-1, acts.shape[-1])
+    return extract(lm, data, method, cache=cache, **options)

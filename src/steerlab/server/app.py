@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steerlab.engine import Steering
 from steerlab.errors import SteerlabError
+from steerlab.sampling import SamplingParams
 from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError, bad_request, from_steerlab, not_found
 from steerlab.server.metrics import Metrics
@@ -34,7 +35,6 @@ from steerlab.server.middleware import BearerAuth, BodyLimit
 from steerlab.server.projections import token_projections
 from steerlab.server.prompts import chat_prompt
 from steerlab.server.registry import VectorRegistry
-from steerlab.server.sampling import SamplingParams
 from steerlab.server.scheduler import Event, Job, Scheduler
 from steerlab.server.schemas import (
     ChatCompletionRequest,

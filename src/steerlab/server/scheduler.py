@@ -28,12 +28,12 @@ import torch
 
 from steerlab.engine import Steering
 from steerlab.errors import SteerlabError
-from steerlab.generate import cache_arg, returned_cache
+from steerlab.generate import cache_arg, eos_token_ids, returned_cache
+from steerlab.sampling import SamplingParams, pick_tokens
 from steerlab.server import kvcache
 from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError, from_steerlab
 from steerlab.server.metrics import Metrics
-from steerlab.server.sampling import SamplingParams, pick_tokens
 from steerlab.server.textstream import TextStream
 
 log = logging.getLogger("steerlab.server")
@@ -71,17 +71,6 @@ class Job:
     def cancel(self) -> None:
         """Ask the scheduler to drop this job at the next step boundary (safe from any thread)."""
         self.cancelled = True
-
-
-def eos_token_ids(lm: Any) -> set[int]:
-    """Every id that ends a sequence: the tokenizer's EOS and the generation config's."""
-    ids: set[int] = set()
-    for source in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, list | tuple):
-            ids.update(int(x) for x in source)
-    return ids
 
 
 class _Batch:
