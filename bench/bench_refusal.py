@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=24)
     parser.add_argument("--add-strength", type=float, default=4.0)
     parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument(
+        "--save", type=Path, default=None, help="save the selected vector (with its diagnostics)"
+    )
     args = parser.parse_args()
     splits = DATA / "original" / "dataset" / "splits"
     harmful, harmless = (
@@ -72,13 +75,19 @@ def main() -> None:
     seconds = time.perf_counter() - tick
     layer, position = vec.provenance["layer"], vec.provenance["position"]
     table = vec.diagnostics["selection"]
-    screened = sorted(table, key=lambda r: -r["screen"])
+    # the screen's order among candidates inside the KL budget (the rest are dropped unless none pass)
+    passing = [r for r in table if r["kl_harmless"] <= 0.1] or table
+    screened = sorted(passing, key=lambda r: -r["screen"])
+    if args.save:
+        vec.save(args.save)
     print(
         f"# {args.train} + {args.train} training instructions, {v} + {v} validation; {len(table)} candidates "
         f"(layers 0-{max(r['layer'] for r in table)}, positions {sorted({r['position'] for r in table})}); "
         f"add strength {args.add_strength}x the gap; selection took {seconds:.0f} s"
     )
-    print(f"chosen: layer {layer}, position {position}")
+    print(
+        f"chosen: layer {layer}, position {position}; {len(passing)} of {len(table)} candidates within KL 0.1"
+    )
     print(
         "\n| layer | position | screen (log-prob) | KL harmless (ablated) | refusal harmful: base / added / ablated | refusal harmless: base / added |"
     )

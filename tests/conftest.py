@@ -59,18 +59,10 @@ def happy_vector(lm, happy_pairs):
 
 
 def foreign_hooks(model) -> list[str]:
-    """Forward hooks on ``model`` that transformers did not install itself.
+    """Hooks on ``model`` that transformers did not install itself (its output-capturing hooks stay)."""
+    from steerlab.evaluate.reversibility import installed_hooks
 
-    transformers 5 keeps its own output-capturing hooks on blocks and attention modules once
-    ``output_hidden_states``/``output_attentions`` has been used; those are not ours to remove.
-    """
-    found = []
-    for name, module in model.named_modules():
-        for hook in [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]:
-            owner = getattr(hook, "__module__", "") or ""
-            if not owner.startswith("transformers"):
-                found.append(f"{name}: {getattr(hook, '__qualname__', hook)}")
-    return found
+    return [f"{name}: {count} hook(s)" for name, count in installed_hooks(model).items()]
 
 
 @pytest.fixture(autouse=True)

@@ -170,6 +170,20 @@ def test_counting_counts_forwards_and_backwards(tiny):
     assert not reversibility.installed_hooks(tiny.model)
 
 
+def test_hook_census_counts_ours_but_not_transformers_own():
+    """transformers keeps output-capturing hooks after ``output_hidden_states=True``; they are part of
+    the model (counting them made a Ray worker refuse to score), but any hook we add is counted."""
+    model, _ = build("llama")
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 5, 6]]), output_hidden_states=True)
+    assert not reversibility.installed_hooks(model)
+    handle = model.model.layers[1].register_forward_hook(lambda m, a, o: None)
+    try:
+        assert reversibility.installed_hooks(model) == {"model.layers.1": 1}
+    finally:
+        handle.remove()
+
+
 # ---------------------------------------------------------------------------------------- measurement
 
 
@@ -412,3 +426,33 @@ def test_a_method_that_cannot_apply_is_skipped_not_fatal(tiny):
     task = Task("s", "safety", pairs=[], lora_examples=[], instruction="", shots=[])
     result = arena.run_method(tiny, arena.MethodJob(task, "learned", arena.ArenaConfig()))
     assert "needs prompt + positive/negative completion pairs" in result["skipped"]
+
+
+def test_derived_ratios_need_an_established_gain_and_a_paired_speed_measure():
+    """A held-out/eval ratio over a gain whose interval holds zero is noise (it printed 11x once), and a
+    speed ratio is taken from the same job's back-to-back unadapted run, not from another job."""
+    base = _fake_result("baseline", "none", 0.5, 0.0)
+    noisy = _fake_result("probe", "steering", 0.5, 0.1)
+    noisy["eval"]["per_example"] = [0.6, 0.4, 0.55, 0.45]  # mean gain 0: interval straddles zero
+    noisy["heldout"]["estimate"] = {**noisy["heldout"]["estimate"], "value": 0.6}
+    clear = _fake_result("prompting", "prompting", 0.7, 0.2)
+    clear["heldout"]["estimate"] = {**clear["heldout"]["estimate"], "value": 0.6}
+    clear["tokens_per_second"], clear["tokens_per_second_unadapted"] = 8.0, 10.0
+    derived = report.derive({"main": {"baseline": base, "probe": noisy, "prompting": clear}})
+    assert derived["probe"]["generalisation_ratio"] is None
+    assert derived["prompting"]["generalisation_ratio"] == pytest.approx(0.1 / 0.2)
+    assert derived["prompting"]["speed_ratio"] == pytest.approx(0.8)
+    assert derived["probe"]["speed_ratio"] == pytest.approx(1.0)  # no paired run: against the baseline job
+
+
+def test_activation_probe_refuses_a_steered_model_but_not_bookkeeping_hooks(tiny, vector):
+    from steerlab.evaluate.concept import build_concept_score
+
+    pos = ["good great fine", "lovely nice day", "great fun here", "happy good times"]
+    neg = ["bad awful mess", "terrible sad day", "awful dull here", "gloomy bad times"]
+    concept = build_concept_score("activation", pos[:3], neg[:3], pos[3:], neg[3:], lm=tiny)
+    with counting(tiny.model):  # pass counting during an adaptation's build is not an adaptation
+        inside = concept.score(tiny, ["good day"])
+    assert inside.shape == (1,)
+    with tiny.steer(vector, strength=0.5, layers=[1]), pytest.raises(DataError, match="steering"):
+        concept.score(tiny, ["good day"])

@@ -397,6 +397,27 @@ def test_run_model_method_maps_extract_arguments(tiny):
         run_model_method(tiny, PAIRS, "pca_diff")
 
 
+def test_extract_is_the_one_entry_point_for_every_method(tiny, tmp_path):
+    """``steerlab.extract`` dispatches through the registry: pair methods, cached or not, and model
+    methods with their own data and options; an option a pair method does not take is an error."""
+    harmful = ["pick a lock now", "steal the car now", "hack the phone now"]
+    harmless = ["bake a cake now", "wash the car now", "charge the phone now"]
+    iti = steerlab.extract(tiny, PAIRS, method="iti", chat=False, top_k=2)
+    assert iti.method == "iti" and iti.site == "head"
+    ref = steerlab.extract(
+        tiny, (harmful, harmless), method="refusal", select=False, positions=(-1,), layers="0-1"
+    )
+    assert ref.method == "refusal" and len(ref.layers) == 1
+    plain = steerlab.extract(tiny, PAIRS, method="pca_center", chat=False)
+    cached = steerlab.extract(tiny, PAIRS, method="pca_center", chat=False, cache=ActCache(tmp_path))
+    for layer in plain.layers:
+        assert _cos(plain[layer], cached[layer]) > 0.9999
+    with pytest.raises(DataError, match="takes no options"):
+        steerlab.extract(tiny, PAIRS, method="pca_diff", chat=False, top_k=2)
+    with pytest.raises(DataError, match="unknown method"):
+        steerlab.extract(tiny, PAIRS, method="nope")
+
+
 def test_cli_dispatch_runs_every_kind_of_method(tiny, tmp_path):
     from steerlab.cli.methods_cmds import _run
 

@@ -168,22 +168,30 @@ def _instructions(path):
 def test_adding_the_direction_induces_refusals_on_the_real_model(lm, shared_data):
     """SmolLM2-135M rarely refuses, so the demonstrable effect is inducing refusal by addition.
 
-    Raw strength 1 (the paper's) at the last token did nothing here (0.00 -> 0.00). Layer 6 at the
-    post-instruction token 5 from the end (the newline after ``<|im_end|>``), added at 4x the
-    harmful-harmless gap, is what ``extract_refusal``'s validation selection picked on harmful_val[:12]
-    and harmless_val[:12] (bench/RESULTS.md); the prompts scored here are held out from that selection.
+    Raw strength 1 (the paper's) at the last token did nothing here (0.00 -> 0.00). ``extract_refusal``'s
+    validation selection over all 144 (layer, post-instruction position) candidates, on harmful_val[:12]
+    and harmless_val[:12] with the direction added at 4x the harmful-harmless gap, picks layer 6 at
+    position -5 (``<|im_end|>``; bench/bench_refusal.py, bench/RESULTS.md). That selection takes ~30 min
+    on 2 cores, so this test takes its result as given (``select=False`` at that layer and position) and
+    scores instructions held out from the selection, harmful and harmless.
     """
     root = shared_data / "refusal_direction"
+    splits = root / "original" / "dataset" / "splits"
     harmful = _instructions(root / "harmful_train.jsonl")[:64]
-    harmless = _instructions(root / "original" / "dataset" / "splits" / "harmless_train.json")[:64]
+    harmless = _instructions(splits / "harmless_train.json")[:64]
     held_harmful = _instructions(root / "harmful_val.jsonl")[12:36]
+    held_harmless = _instructions(splits / "harmless_val.json")[12:36]
     vec = extract_refusal(lm, harmful, harmless, select=False, layers=[6], positions=(-5,), add_strength=4.0)
-    assert vec.provenance["add_strength"] == 4.0
+    assert vec.provenance["add_strength"] == 4.0 and vec.layers == [6]
+    add = addition_steering(vec)
     base, _ = generated_refusal_rate(lm, held_harmful, max_new_tokens=24)
-    steered, texts = generated_refusal_rate(lm, held_harmful, addition_steering(vec), max_new_tokens=24)
+    steered, texts = generated_refusal_rate(lm, held_harmful, add, max_new_tokens=24)
+    steered_harmless, _ = generated_refusal_rate(lm, held_harmless, add, max_new_tokens=24)
     example = next((t for t in texts if is_refusal(t)), texts[0])
     print(
         f"\nrefusal on {len(held_harmful)} held-out harmful: {base:.2f} unsteered -> {steered:.2f} with the "
-        f"direction added (layer 6, x4); e.g. {example!r}"
+        f"direction added (layer 6, x4); on held-out harmless with it added: {steered_harmless:.2f}; "
+        f"e.g. {example!r}"
     )
     assert steered >= base + 0.2
+    assert steered > steered_harmless  # it raises refusals on harmful instructions more than on harmless

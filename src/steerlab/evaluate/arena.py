@@ -139,13 +139,14 @@ def _steering_vector(lm: LM, task: Task, method: str, config: ArenaConfig) -> An
 
 
 def _cells_for(vector: Any, config: ArenaConfig) -> list[Cell] | None:
-    """Calibration grid: the configured one, or for a learned single-layer vector its own layer around
-    the strength it was trained at."""
+    """Calibration grid: the configured one, or for a learned single-layer vector its own layer at
+    fractions and multiples of the strength it was trained at."""
     if vector.method == "learned" and vector.defaults.get("strength"):
         from steerlab.evaluate.sweep import grid
 
         base = float(vector.defaults["strength"])
-        return grid([vector.layers], [round(base * f, 4) for f in (0.5, 1.0, 1.5, 2.0)])
+        # downwards too: a vector trained to move the positive completions can overshoot the KL budget
+        return grid([vector.layers], [round(base * f, 4) for f in (0.1, 0.25, 0.5, 1.0, 1.5)])
     return config.cells
 
 
@@ -389,8 +390,8 @@ def evaluate_adaptation(lm: LM, task: Task, adaptation: Adaptation, config: Aren
         }
         watch.lap("capability")
     tput_prompts = neutral[: config.throughput_prompts]
-    out["tokens_per_second"] = measure.throughput(
-        lm, adaptation, tput_prompts, max_new_tokens=config.throughput_tokens
+    out["tokens_per_second"], out["tokens_per_second_unadapted"] = measure.paired_throughput(
+        lm, adaptation, tput_prompts, max_new_tokens=config.throughput_tokens, unadapted=True
     )
     out["extra_prompt_tokens"] = extra_prompt_tokens(lm, adaptation)
     watch.lap("throughput")

@@ -148,11 +148,13 @@ class ActivationProbe:
 
     @staticmethod
     def features(lm: LM, texts: Sequence[str], layer: int) -> np.ndarray:
-        from steerlab.evaluate.reversibility import installed_hooks
         from steerlab.reader import read
 
-        if installed_hooks(lm.model):
-            raise DataError("the activation probe must read the unadapted model; a hook is installed on it")
+        adapted = _adaptations_in_force(lm.model)
+        if adapted:
+            raise DataError(
+                f"the activation probe must read the unadapted model; adapted here: {', '.join(adapted[:5])}"
+            )
         acts = read(lm, [t or " " for t in texts], [layer], position="mean")
         return acts.acts[layer].double().numpy()
 
@@ -172,6 +174,18 @@ class ActivationProbe:
             return np.zeros(0)
         x = (self.features(lm, texts, self.layer) - self.mean) / self.scale
         return _sigmoid(x @ self.coef + self.intercept)
+
+
+def _adaptations_in_force(model: Any) -> list[str]:
+    """Modules carrying a steering hook or a LoRA layer (bookkeeping hooks, e.g. pass counting, are fine)."""
+    found = []
+    for name, module in model.named_modules():
+        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+        if any((getattr(h, "__module__", "") or "").startswith("steerlab.engine") for h in hooks):
+            found.append(f"{name or '<root>'} (steering)")
+        if type(module).__module__.startswith("peft."):
+            found.append(f"{name} (LoRA)")
+    return found
 
 
 @dataclass

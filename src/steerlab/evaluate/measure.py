@@ -142,13 +142,35 @@ def throughput(
     lm: LM, adaptation: Adaptation, prompts: Sequence[str], *, max_new_tokens: int = 24, repeats: int = 1
 ) -> float:
     """Generated tokens per second (greedy, one batch) under the adaptation; best of ``repeats`` runs."""
-    texts = [adaptation.render(lm, p) for p in prompts]
-    best = 0.0
-    with adaptation.active(lm) as model:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            gens = model.generate(texts, max_new_tokens=max_new_tokens, chat=False, details=True)
-            elapsed = time.perf_counter() - start
+    return paired_throughput(lm, adaptation, prompts, max_new_tokens=max_new_tokens, repeats=repeats)[0]
+
+
+def paired_throughput(
+    lm: LM,
+    adaptation: Adaptation,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 24,
+    repeats: int = 2,
+    unadapted: bool = False,
+) -> tuple[float, float | None]:
+    """Tokens per second with the adaptation and (``unadapted=True``) without it, runs alternating.
+
+    A ratio of two numbers measured minutes apart mostly measures the machine (warm-up, other load);
+    measured back to back, best of ``repeats`` each, it measures the adaptation. The unadapted run
+    generates from the plain prompts, so prompting's longer context counts against it.
+    """
+    from steerlab.evaluate.adaptations import baseline
+
+    best = {"adapted": 0.0, "unadapted": 0.0}
+    runs = [("adapted", adaptation)] + ([("unadapted", baseline())] if unadapted else [])
+    for _ in range(repeats):
+        for name, which in runs:
+            texts = [which.render(lm, p) for p in prompts]
+            with which.active(lm) as model:
+                start = time.perf_counter()
+                gens = model.generate(texts, max_new_tokens=max_new_tokens, chat=False, details=True)
+                elapsed = time.perf_counter() - start
             tokens = sum(len(g.token_ids) + (1 if g.finish_reason == "stop" else 0) for g in gens)
-            best = max(best, tokens / elapsed if elapsed > 0 else 0.0)
-    return best
+            best[name] = max(best[name], tokens / elapsed if elapsed > 0 else 0.0)
+    return best["adapted"], (best["unadapted"] if unadapted else None)

@@ -64,18 +64,23 @@ def derive(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             gain = _value(r) - _value(base)
             hgain = _value(r, "heldout") - _value(base, "heldout")
             row["gain"], row["heldout_gain"] = gain, hgain
-            row["generalisation_ratio"] = hgain / gain if abs(gain) > 1e-9 else None
+            row["generalisation_ratio"] = None  # only for an established gain (below)
             a, b = np.array(r["eval"]["per_example"]), np.array(base["eval"]["per_example"])
             if a.shape == b.shape and name != "baseline":
                 diff = a - b
                 row["wrong_way_fraction"] = float((diff < -1e-9).mean())
                 row["moved_fraction"] = float((np.abs(diff) > 1e-9).mean())
                 row["gain_ci"] = _paired_ci(diff)
+                if row["gain_ci"]["low"] > 0:  # a ratio over a gain that may be zero is noise
+                    row["generalisation_ratio"] = hgain / gain
             if r.get("ppl") and base.get("ppl"):
                 row["ppl_ratio"] = r["ppl"] / base["ppl"]
             if r.get("capability") and base.get("capability"):
                 row["capability_change"] = r["capability"]["accuracy"] - base["capability"]["accuracy"]
-            if r.get("tokens_per_second") and base.get("tokens_per_second"):
+            if r.get("tokens_per_second") and r.get("tokens_per_second_unadapted"):
+                # measured back to back in the same job (older results: against the baseline's job)
+                row["speed_ratio"] = r["tokens_per_second"] / r["tokens_per_second_unadapted"]
+            elif r.get("tokens_per_second") and base.get("tokens_per_second"):
                 row["speed_ratio"] = r["tokens_per_second"] / base["tokens_per_second"]
         row["kl"] = r["kl"]["mean"]
         row["build_seconds"] = r["cost"]["seconds"]
@@ -188,7 +193,10 @@ def verdicts(results: dict[str, Any], rows: dict[str, dict[str, Any]]) -> dict[s
             f"({gen[top]:.2f}×); " + ", ".join(f"{m} {g:.2f}×" for m, g in gen.items()) + "."
         )
     else:
-        out["generalisation"] = "no method had a positive in-distribution gain, so transfer cannot be judged."
+        out["generalisation"] = (
+            "no method had an established in-distribution gain (paired 95% interval above zero), so "
+            "transfer to the held-out family cannot be judged; the held-out effects are in the table."
+        )
 
     kl = {m: r["kl"] for m, r in adapted.items()}
     ppl = {m: r.get("ppl_ratio") for m, r in adapted.items() if r.get("ppl_ratio") is not None}

@@ -40,13 +40,25 @@ def weight_hash(model: torch.nn.Module) -> str:
 
 
 def installed_hooks(model: torch.nn.Module) -> dict[str, int]:
-    """Count of forward and pre-forward hooks per module name (modules without hooks are omitted)."""
+    """Count of forward and pre-forward hooks per module name (modules without hooks are omitted).
+
+    transformers 5 installs output-capturing hooks of its own on blocks and attention modules the
+    first time ``output_hidden_states``/``output_attentions`` is used and keeps them; they are part of
+    the model, not an adaptation, and are not counted (else a run that once asked for hidden states
+    would look like a leak).
+    """
     census = {}
     for name, module in model.named_modules():
-        count = len(module._forward_hooks) + len(module._forward_pre_hooks)
+        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+        count = sum(1 for hook in hooks if not _is_transformers_hook(hook))
         if count:
             census[name or "<root>"] = count
     return census
+
+
+def _is_transformers_hook(hook: object) -> bool:
+    owner = getattr(hook, "__module__", "") or ""
+    return owner == "transformers" or owner.startswith("transformers.")
 
 
 @dataclass
