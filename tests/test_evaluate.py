@@ -456,3 +456,38 @@ def test_activation_probe_refuses_a_steered_model_but_not_bookkeeping_hooks(tiny
     assert inside.shape == (1,)
     with tiny.steer(vector, strength=0.5, layers=[1]), pytest.raises(DataError, match="steering"):
         concept.score(tiny, ["good day"])
+
+
+def test_compare_resumes_only_into_its_own_folder(tiny, tmp_path):
+    """A rerun reuses finished jobs; a run with another budget (or task, model, settings) into the same
+    folder is refused instead of silently mixing jobs built under different conditions."""
+    from steerlab.evaluate import arena, tasks
+    from steerlab.evaluate.sweep import grid
+
+    def run(train: int, progress=None):
+        budget = tasks.Budget(
+            train=train, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2, scorer_train=8, scorer_test=4
+        )
+        task = tasks.persona_task(tiny, None, budget, scorer="activation")
+        config = arena.ArenaConfig(
+            budget=budget,
+            methods=["baseline", "mean_diff"],
+            data_sizes=[2],
+            seeds=[0],
+            efficiency_methods=[],
+            compose=False,
+            cells=grid(["1"], [0.5]),
+            calib_tokens=2,
+            throughput_prompts=1,
+            throughput_tokens=2,
+            neutral=["hello there", "abc"],
+        )
+        return arena.compare(tiny, task, tmp_path, config, progress=progress)
+
+    first = run(4)
+    assert set(first["main"]) == {"baseline", "mean_diff"}
+    seen: list[str] = []
+    run(4, seen.append)
+    assert any("reusing mean_diff.json" in m for m in seen) and not any("queued" in m for m in seen)
+    with pytest.raises(SteerlabError, match="different comparison"):
+        run(6)

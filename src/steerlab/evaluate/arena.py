@@ -16,6 +16,7 @@ rerun skips what is done):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -516,6 +517,47 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def _fingerprint(lm: LM, task: Task, config: ArenaConfig) -> str:
+    """What a saved job depends on: the model, the task's data and splits, and every knob."""
+    knobs = {k: v for k, v in config.as_dict().items() if k != "verbose"}
+    what = {
+        "model": lm.model_id,
+        "task": [task.name, task.kind, task.instruction, task.heldout_name],
+        "data": [
+            task.pairs,
+            task.shots,
+            task.eval_prompts,
+            task.eval_labels,
+            task.heldout_prompts,
+            task.calib_prompts,
+            task.eval_items,
+            task.heldout_items,
+            task.calib_items,
+        ],
+        "config": knobs,
+    }
+    blob = json.dumps(what, sort_keys=True, default=repr).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_fingerprint(runs: Path, fingerprint: str, *, write: bool) -> None:
+    """Resume only into a folder made by the same comparison: reusing a job built with another budget,
+    task or model would mix incomparable numbers into one report without saying so."""
+    path = runs / "fingerprint.json"
+    saved = json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+    has_jobs = runs.is_dir() and any(p.name != "fingerprint.json" for p in runs.glob("*.json"))
+    if saved == fingerprint:
+        return
+    if saved is not None or (has_jobs and write):  # report-only may read a folder it cannot verify
+        raise SteerlabError(
+            f"{runs.parent} holds runs of a different comparison (model, data, budget or settings differ"
+            f"{'' if saved else ', or it predates run fingerprints'}); use a new --out folder or delete this one"
+        )
+    if write:
+        runs.mkdir(parents=True, exist_ok=True)
+        _write_json(path, {"fingerprint": fingerprint})
+
+
 def _run_stage(
     executor: Any,
     fn: Callable[[LM, Any], dict],
@@ -579,6 +621,7 @@ def compare(
     runs, artifacts = out / "runs", out / "artifacts"
     config.state_dir = config.state_dir or str(runs)
     t0 = time.perf_counter()
+    _check_fingerprint(runs, _fingerprint(lm, task, config), write=not report_only)
     available, missing = available_methods()
     methods = [m for m in (config.methods or available) if m in available]
     for m in config.methods or []:
