@@ -621,6 +621,10 @@ def compare(
     runs, artifacts = out / "runs", out / "artifacts"
     config.state_dir = config.state_dir or str(runs)
     t0 = time.perf_counter()
+    if not config.neutral:
+        from steerlab.data import neutral_prompts
+
+        config.neutral = neutral_prompts()[: config.budget.neutral]
     _check_fingerprint(runs, _fingerprint(lm, task, config), write=not report_only)
     available, missing = available_methods()
     methods = [m for m in (config.methods or available) if m in available]
@@ -632,10 +636,6 @@ def compare(
     for name, why in missing.items():
         say(f"method {name} skipped: {why}")
 
-    if not config.neutral:
-        from steerlab.data import neutral_prompts
-
-        config.neutral = neutral_prompts()[: config.budget.neutral]
     if config.neutral_reference is None:
         config.neutral_reference = measure.next_token_logits(lm, adaptations.baseline(), config.neutral)
     main_jobs = [(m, MethodJob(task, m, config, str(artifacts))) for m in methods]

@@ -188,10 +188,17 @@ def verdicts(results: dict[str, Any], rows: dict[str, dict[str, Any]]) -> dict[s
     }
     if gen:
         top = max(gen, key=gen.get)
-        out["generalisation"] = (
-            f"on the held-out family ({task.get('heldout_name')}) {top} keeps the largest share of its in-distribution gain "
-            f"({gen[top]:.2f}×); " + ", ".join(f"{m} {g:.2f}×" for m, g in gen.items()) + "."
-        )
+        ratios = ", ".join(f"{m} {g:.2f}×" for m, g in gen.items())
+        if gen[top] <= 0:
+            out["generalisation"] = (
+                f"no method with an established in-distribution gain kept any of it on the held-out family "
+                f"({task.get('heldout_name')}): held-out gain / eval gain {ratios}."
+            )
+        else:
+            out["generalisation"] = (
+                f"on the held-out family ({task.get('heldout_name')}) {top} keeps the largest share of its "
+                f"in-distribution gain ({gen[top]:.2f}×); {ratios}."
+            )
     else:
         out["generalisation"] = (
             "no method had an established in-distribution gain (paired 95% interval above zero), so "
