@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--gen-tokens", type=int, default=128)
+    parser.add_argument("--gen-reps", type=int, default=3, help="whole-generation repetitions per mode")
     parser.add_argument("--skip-steps", action="store_true", help="skip the whole-model step timing")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -176,14 +177,14 @@ def main() -> None:
             f"{(iso['dispatch_us'] + iso['body_us']) / 1000:.3f} ms"
         )
     gens = {"plain": [], "steerlab": []}
-    for _ in range(3):
+    for _ in range(args.gen_reps):
         for mode in gens:
             with mode_context(lm, mode, vector, 1):
                 tick = time.perf_counter()
                 lm.generate(PROMPT, max_new_tokens=args.gen_tokens, stop=None)
                 gens[mode].append(time.perf_counter() - tick)
     print(
-        f"whole {args.gen_tokens}-token generation (median of 3): "
+        f"whole {args.gen_tokens}-token generation (median of {args.gen_reps}): "
         + ", ".join(f"{m} {statistics.median(v):.3f} s" for m, v in gens.items())
     )
 

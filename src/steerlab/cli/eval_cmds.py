@@ -142,13 +142,9 @@ def sweep(
     """Sweep layers × strengths for a vector: effect, KL on neutral prompts and perplexity ratio per cell."""
     from steerlab.data import neutral_prompts
     from steerlab.evaluate.sweep import SweepSpec, heatmap, run_sweep, table
-    from steerlab.vector import SteeringVector
 
     with friendly_errors():
-        _threads(threads)
-        lm = load_model(model)
-        vec = SteeringVector.load(vector, lm)
-        the_task = _task(lm, task, data, budget)
+        lm, vec, the_task = _vector_and_task(vector, model, task, data, budget, threads)
         neutral = neutral_prompts()
         spec = SweepSpec(
             vec,
@@ -173,6 +169,15 @@ def sweep(
             heatmap(rows, metric, out / f"heatmap_{metric}.png", title=f"{vec.method}: {metric}")
         console.print(text)
         console.print(f"wrote {out}/sweep.json, sweep.md and heatmap_*.png")
+
+
+def _vector_and_task(vector: Path, model: str | None, task: str, data: Path | None, budget: str, threads):
+    """What sweep and calibrate both start from: the model, the vector checked against it, the task."""
+    from steerlab.vector import SteeringVector
+
+    _threads(threads)
+    lm = load_model(model)
+    return lm, SteeringVector.load(vector, lm), _task(lm, task, data, budget)
 
 
 def calibrate(
@@ -203,13 +208,9 @@ def calibrate(
     from steerlab.errors import SteerlabError
     from steerlab.evaluate.calibrate import calibrate as run_calibration
     from steerlab.evaluate.sweep import SweepSpec, table
-    from steerlab.vector import SteeringVector
 
     with friendly_errors():
-        _threads(threads)
-        lm = load_model(model)
-        vec = SteeringVector.load(vector, lm)
-        the_task = _task(lm, task, data, budget)
+        lm, vec, the_task = _vector_and_task(vector, model, task, data, budget, threads)
         if the_task is None:
             raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
         spec = SweepSpec(vec, the_task, split="calib", max_new_tokens=24)
