@@ -41,8 +41,8 @@ from steerlab.server.schemas import (
     CompletionRequest,
     ProjectionRequest,
     SamplingFields,
-    SteeringSpec,
 )
+from steerlab.server.steering_specs import build_steerings
 
 log = logging.getLogger("steerlab.server")
 STATIC = Path(__file__).parent / "static"
@@ -65,35 +65,6 @@ class ServerState:
 
 
 # ------------------------------------------------------------------ request -> jobs
-def build_steerings(state: ServerState, specs: list[SteeringSpec] | None) -> list[Steering]:
-    """Registry names -> engine steerings; unknown name is a 404, a bad option a 400."""
-    out = []
-    for i, spec in enumerate(specs or []):
-        try:
-            entry = state.registry.get(spec.vector)
-        except KeyError:
-            raise not_found(
-                f"no steering vector named '{spec.vector}'; GET /v1/steering/vectors lists them",
-                param=f"steering[{i}].vector",
-                code="vector_not_found",
-            ) from None
-        try:
-            out.append(
-                Steering(
-                    entry.vector,
-                    strength=spec.strength,
-                    op=spec.op,
-                    layers=spec.layers,
-                    positions=spec.positions,
-                    unit=spec.unit,
-                    site=spec.site,
-                )
-            )
-        except SteerlabError as exc:
-            raise from_steerlab(exc, f"steering[{i}]") from exc
-    return out
-
-
 def _check_common(state: ServerState, req: SamplingFields, max_tokens: int | None) -> int:
     if req.model is not None and req.model not in state.model_names:
         raise not_found(
@@ -353,7 +324,7 @@ def _add_openai_routes(app: FastAPI, state: ServerState) -> None:
         if body.logprobs or body.top_logprobs:
             raise bad_request("logprobs are not supported by this server", param="logprobs")
         max_tokens = _check_common(state, body, body.max_completion_tokens or body.max_tokens)
-        steering = build_steerings(state, body.steering)
+        steering = build_steerings(state.registry, body.steering)
         prompt = chat_prompt(state.lm, body.messages)
         run = Run(state, [prompt], body, max_tokens, steering)
         run.submit()
@@ -418,7 +389,7 @@ def _add_openai_routes(app: FastAPI, state: ServerState) -> None:
             raise bad_request("suffix (insertion) is not supported by this server", param="suffix")
         default = min(COMPLETION_DEFAULT_TOKENS, state.config.max_tokens)
         max_tokens = _check_common(state, body, default if body.max_tokens is None else body.max_tokens)
-        steering = build_steerings(state, body.steering)
+        steering = build_steerings(state.registry, body.steering)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if len(prompts) > state.config.max_batch:
             raise bad_request(f"at most {state.config.max_batch} prompts per request", param="prompt")
@@ -550,7 +521,7 @@ def _add_registry_routes(app: FastAPI, state: ServerState) -> None:
             raise not_found(
                 f"no steering vector named '{body.vector}'", param="vector", code="vector_not_found"
             ) from None
-        steering = build_steerings(state, body.steering)
+        steering = build_steerings(state.registry, body.steering)
         future = state.scheduler.call(
             lambda: token_projections(
                 state.lm,
