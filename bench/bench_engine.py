@@ -25,7 +25,7 @@ import time
 import torch
 
 import steerlab
-from steerlab.generate import cache_arg, returned_cache
+from steerlab.decode.kv import cache_arg, returned_cache
 
 PROMPT = "Write a short paragraph about the history of the bicycle and how it changed city life in Europe."
 LAYERS = list(range(10, 21))

@@ -39,7 +39,7 @@ import torch
 
 import steerlab
 from steerlab.act_cache import ActCache
-from steerlab.methods.registry import extract_cached
+from steerlab.extract import extract_cached
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bench" / "persona_pairs_64.json"
 

@@ -64,3 +64,20 @@ def test_inspect_and_generate_on_real_model(lm, happy_vector, tmp_path):
     wrong = SteeringVector({3: torch.ones(64)}, model_id="toy/m").save(tmp_path / "wrong.safetensors")
     result = runner.invoke(app, ["generate", "Hi", "-v", str(wrong), "-s", "0.1"])
     assert result.exit_code == 2 and "does not fit" in result.output
+
+
+@pytest.mark.slow
+def test_generate_options_not_given_take_the_vectors_recorded_defaults(lm, happy_vector, tmp_path):
+    """The CLI reads an omitted option as Python and HTTP do: the vector's recorded default."""
+    from dataclasses import replace
+
+    from steerlab import Steering
+
+    vec = replace(happy_vector, defaults={"strength": 2.0, "unit": "raw", "layers": [10, 11, 12]})
+    path = vec.save(tmp_path / "raw-defaults.safetensors")
+    prompt = "Tell me about your weekend."
+    expected = lm.generate(prompt, steering=Steering(vec), max_new_tokens=8)
+    assert expected != lm.generate(prompt, steering=Steering(vec, unit="norm"), max_new_tokens=8)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["generate", prompt, "-v", str(path), "-n", "8"])
+    assert result.exit_code == 0, result.output
+    assert " ".join(expected.split()) in " ".join(result.output.split())

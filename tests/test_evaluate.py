@@ -425,7 +425,7 @@ def test_a_method_that_cannot_apply_is_skipped_not_fatal(tiny):
 
     task = Task("s", "safety", pairs=[], lora_examples=[], instruction="", shots=[])
     result = arena.run_method(tiny, arena.MethodJob(task, "learned", arena.ArenaConfig()))
-    assert "needs prompt + positive/negative completion pairs" in result["skipped"]
+    assert "needs prompt + positive/negative completion pairs" in result.skipped
 
 
 def test_derived_ratios_need_an_established_gain_and_a_paired_speed_measure():

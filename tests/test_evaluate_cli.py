@@ -94,3 +94,75 @@ def test_guess_task_from_data(tmp_path):
     assert guess_task(labelled) == "sentiment"
     assert guess_task(folder) == "safety"
     assert guess_task(None) == "persona"
+
+
+# ------------------------------------------------------------------ options refused before expensive work
+def _no_expensive_work(monkeypatch) -> None:
+    """Building the task or measuring any baseline fails the test: the refusal must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("expensive work started before the options were checked")
+
+    monkeypatch.setattr("steerlab.cli.eval_cmds._task", forbidden)
+    monkeypatch.setattr("steerlab.evaluate.measure.next_token_logits", forbidden)
+    monkeypatch.setattr("steerlab.evaluate.sweep.evaluate_cell", forbidden)
+
+
+@pytest.mark.parametrize("command", ["sweep", "calibrate"])
+def test_a_layer_past_the_last_block_fails_before_any_baseline(tiny_cli, tmp_path, monkeypatch, command):
+    _no_expensive_work(monkeypatch)
+    extra = ["--out", str(tmp_path / "s")] if command == "sweep" else []
+    result = runner.invoke(app, [command, str(tiny_cli), "--task", "persona", "--layers", "40", *extra])
+    assert result.exit_code == 2, result.output
+    assert "out of range" in result.output and f"layers 0-{LAYERS - 1}" in result.output
+    assert not (tmp_path / "s" / "sweep.json").exists()
+
+
+def test_sweep_refuses_a_bad_strength_or_op_before_any_baseline(tiny_cli, tmp_path, monkeypatch):
+    _no_expensive_work(monkeypatch)
+    out = ["--out", str(tmp_path / "s"), "--task", "none", "--layers", "1"]
+    bad_strength = runner.invoke(app, ["sweep", str(tiny_cli), *out, "--strengths", "0.5,lots"])
+    assert bad_strength.exit_code == 2 and "lots" in bad_strength.output
+    bad_op = runner.invoke(app, ["sweep", str(tiny_cli), *out, "--op", "multiply"])
+    assert bad_op.exit_code == 2 and "multiply" in bad_op.output and "ablate" in bad_op.output
+
+
+def test_compare_refuses_unknown_methods_listing_the_valid_ones_before_loading(tmp_path, monkeypatch):
+    def no_model(model):
+        raise AssertionError("the model was loaded before --methods was checked")
+
+    monkeypatch.setattr("steerlab.cli.eval_cmds.load_model", no_model)
+    result = runner.invoke(app, ["compare", "--methods", "baseline,caa", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "caa" in result.output
+    for valid in ("baseline", "prompting", "mean_diff", "pca_center", "learned", "lora"):
+        assert valid in result.output
+    assert not (tmp_path / "r").exists()
+    bad_sizes = runner.invoke(app, ["compare", "--data-sizes", "4,eight", "--out", str(tmp_path / "r")])
+    assert bad_sizes.exit_code == 2 and "--data-sizes" in bad_sizes.output
+
+
+def test_library_entry_points_check_before_the_baseline(tiny_cli, monkeypatch):
+    from steerlab.errors import DataError, SteeringError
+    from steerlab.evaluate import arena
+    from steerlab.evaluate.sweep import SweepSpec, grid, run_sweep
+    from steerlab.evaluate.tasks import Task
+
+    lm = steerlab.cli.eval_cmds.load_model(None)
+    monkeypatch.setattr(
+        "steerlab.evaluate.measure.next_token_logits", lambda *a, **k: pytest.fail("baseline measured")
+    )
+    vec = SteeringVector.load(tiny_cli)
+    with pytest.raises(SteeringError, match="out of range"):
+        run_sweep(lm, SweepSpec(vec, neutral=["hi"]), grid(["1", "7"], [0.5]))
+    task = Task("s", "safety", pairs=[], lora_examples=[], instruction="", shots=[])
+    with pytest.raises(DataError, match=r"unknown method.*caa.*valid: baseline"):
+        arena.compare(lm, task, "unused", arena.ArenaConfig(methods=["baseline", "caa"]))
+
+
+def test_calibrate_refuses_to_overwrite_its_input_without_force(tiny_cli):
+    result = runner.invoke(
+        app, ["calibrate", str(tiny_cli), "--task", "sentiment", "-d", "x.jsonl", "--out", str(tiny_cli)]
+    )
+    assert result.exit_code != 0
+    assert "--force" in result.output

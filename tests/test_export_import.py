@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 
 import steerlab
 from steerlab.cli import app
-from steerlab.engine import Steering, compile_plan
+from steerlab.engine import Steering
 from steerlab.errors import SteeringError, VectorError
 from steerlab.interop import read_control_vector, write_control_vector
-from steerlab.interop.export import add_delta, export_gguf, import_vector, restore_steerlab_record
+from steerlab.interop.export import export_gguf, import_vector
+from steerlab.interop.gguf_record import restored_fields
 from steerlab.vector import SteeringVector
 from tiny_models import HIDDEN, LAYERS, build, one_thread
 
@@ -75,19 +76,21 @@ def test_raw_unit_strength_one_round_trip_is_bit_exact(tmp_path: Path) -> None:
     assert sorted(directions) == [1, 2, 3] and prov["llama_cpp_compatible"]
 
 
-def test_restoring_the_record_is_idempotent(tmp_path: Path) -> None:
+def test_the_record_is_restored_by_load_and_only_for_steerlab_exports(tmp_path: Path) -> None:
     path = tmp_path / "v.gguf"
     export_gguf(_vector(), path, strength=1.0, unit="raw", model_hint="llama")
-    once = import_vector(path)
-    twice = restore_steerlab_record(once, path)
-    assert (twice.model_id, twice.method, twice.norms, twice.notes) == (
-        once.model_id,
-        once.method,
-        once.norms,
-        once.notes,
+    loaded = SteeringVector.load(path)
+    imported = import_vector(path)
+    assert (loaded.model_id, loaded.method, loaded.norms) == (
+        imported.model_id,
+        imported.method,
+        imported.norms,
     )
-    plain = SteeringVector.load(path)  # with or without the record restored by vector_io
-    assert restore_steerlab_record(plain).model_id == "org/model"
+    assert loaded.model_id == "org/model" and loaded.norms == _vector().norms
+    foreign = tmp_path / "foreign.gguf"
+    write_control_vector(foreign, {1: np.ones(WIDTH, np.float32)}, "llama")
+    assert restored_fields(read_control_vector(foreign)[1], WIDTH, foreign) is None
+    assert SteeringVector.load(foreign).model_id == ""
 
 
 def test_norm_unit_bakes_strength_times_typical_norm(tmp_path: Path) -> None:
@@ -113,7 +116,7 @@ def test_baked_vector_is_bit_identical_to_the_runtime_engines_delta(tmp_path: Pa
     vec = _vector(layers=range(1, LAYERS), width=HIDDEN, model_id="tiny-llama")
     for unit, strength in (("norm", 0.3), ("raw", -1.7)):
         steering = Steering(vec, strength=strength, unit=unit)
-        plan = compile_plan(lm, [[steering]])
+        plan = lm.compile([[steering]])
         path = tmp_path / f"{unit}.gguf"
         export_gguf(vec, path, strength=strength, unit=unit, lm=lm)
         back = import_vector(path, lm)
@@ -123,10 +126,16 @@ def test_baked_vector_is_bit_identical_to_the_runtime_engines_delta(tmp_path: Pa
     assert read_control_vector(path)[1]["model_hint"] == "llama"  # from the model's type
 
 
-def test_add_delta_matches_the_plan_formula() -> None:
-    d = torch.randn(WIDTH)
-    assert torch.equal(add_delta(d, 2.0, None), d * 2.0)
-    assert torch.equal(add_delta(d, 0.5, 3.0), d / d.norm() * (0.5 * 3.0))
+def test_omitted_fields_take_the_vectors_recorded_defaults(tmp_path: Path) -> None:
+    """As at runtime: a vector recording strength 0.5 in raw units exports 0.5 * direction."""
+    vec = _vector()
+    vec.defaults = {"strength": 0.5, "unit": "raw", "layers": [2, 3]}
+    baked = export_gguf(vec, tmp_path / "v.gguf", model_hint="llama")
+    assert baked.unit == "raw" and sorted(baked.deltas) == [2, 3]
+    for layer in (2, 3):
+        assert torch.equal(baked.deltas[layer], vec[layer] * 0.5)
+    explicit = export_gguf(vec, tmp_path / "w.gguf", unit="norm", model_hint="llama")
+    assert torch.equal(explicit.deltas[2], vec.unit(2) * (0.5 * vec.norms[2]))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -356,7 +365,7 @@ def test_real_vector_round_trip_is_bit_exact(lm, happy_vector, tmp_path: Path) -
     steering = Steering(happy_vector, strength=0.05, layers="8-20")
     baked = tmp_path / "baked.gguf"
     export_gguf(happy_vector, baked, strength=0.05, layers="8-20", lm=lm)
-    plan = compile_plan(lm, [[steering]])
+    plan = lm.compile([[steering]])
     again = import_vector(baked, lm)
     for layer in range(8, 21):
         assert torch.equal(again[layer], plan.terms[(layer, "resid")][0].delta.reshape(-1))

@@ -59,12 +59,13 @@ def _vec(width: int = 576, layers=range(30), seed: int = 0) -> SteeringVector:
 
 
 def _agree(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+    """Positions where two greedy continuations hold the same token.
+
+    llama.cpp runs the 4-bit weights and torch their float32 dequantisation, so a near-tie can go either
+    way ("delighted" vs "thrilled") and the texts then run on in step; a shared prefix would call that a
+    disagreement from there on, which is not what the steering did.
+    """
+    return sum(x == y for x, y in zip(a, b, strict=False))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def test_steered_greedy_text_matches_steerlab_and_differs_from_unsteered(lm, hap
         steered_ll = eng.generate(PROMPT, max_new_tokens=16, steering=steering, details=True)
     steered_hf = lm.generate(PROMPT, max_new_tokens=16, steering=steering, details=True)
     assert steered_ll.token_ids != plain_ll.token_ids
-    assert _agree(steered_ll.token_ids, steered_hf.token_ids) >= 8, (steered_ll.text, steered_hf.text)
+    assert _agree(steered_ll.token_ids, steered_hf.token_ids) >= 12, (steered_ll.text, steered_hf.text)
     assert _agree(steered_ll.token_ids, plain_ll.token_ids) < _agree(
         steered_ll.token_ids, steered_hf.token_ids
     )

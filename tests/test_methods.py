@@ -16,9 +16,12 @@ import torch
 import steerlab
 from steerlab.act_cache import ActCache, cached_read
 from steerlab.errors import DataError, ModelError
-from steerlab.methods import PAIR_METHODS, mean_diff, pca_center, pca_diff, probe
+from steerlab.extract import extract_cached
+from steerlab.methods import PAIR_METHODS, pca_center, pca_diff
 from steerlab.methods.iti import extract_iti, iti_directions
-from steerlab.methods.registry import METHODS, extract_cached
+from steerlab.methods.mean_diff import mean_diff
+from steerlab.methods.probe import probe
+from steerlab.methods.registry import METHODS
 from tiny_models import build
 
 sklearn = pytest.importorskip("sklearn")

@@ -109,6 +109,21 @@ def test_auc_rank_formula_with_ties():
         metrics.auc([0.1], [1])
 
 
+def test_auc_is_the_library_roc_auc_and_the_probe_uses_it():
+    from sklearn.metrics import roc_auc_score
+
+    from steerlab.methods.probe import score_logistic
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=40), 1)  # rounded: plenty of ties
+    labels = (rng.random(40) < 0.4).astype(int)
+    assert metrics.auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+    x = rng.normal(size=(40, 3))
+    w, b = np.array([1.0, -2.0, 0.5]), 0.1
+    assert score_logistic(w, b, x, labels)["auc"] == pytest.approx(roc_auc_score(labels, x @ w + b))
+    assert np.isnan(score_logistic(w, b, x, np.ones(40, dtype=int))["auc"])  # one class: no AUC
+
+
 def test_spread_of_seeds():
     s = metrics.spread([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["min"] == 1.0 and s["max"] == 3.0

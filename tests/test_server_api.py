@@ -151,6 +151,61 @@ def test_seeded_sampling_repeats(client):
     assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
 
 
+def test_streamed_text_equals_returned_text_when_a_stop_spans_tokens(served, client):
+    lm = served[0]
+    full = lm.generate("stop test two", chat=False, max_new_tokens=20)
+    stop = next(
+        full[i : i + 3]
+        for i in range(len(full) // 3, len(full) - 3)
+        if full[i : i + 3].isascii() and full[i : i + 3].isprintable() and full.find(full[i : i + 3]) == i
+    )
+    kw = dict(model="tiny-llama", prompt="stop test two", max_tokens=20, temperature=0, stop=[stop])
+    whole = client.completions.create(**kw).choices[0]
+    pieces = [c.choices[0].text for c in client.completions.create(stream=True, **kw) if c.choices]
+    assert whole.text == full[: full.find(stop)] and whole.finish_reason == "stop"
+    assert "".join(pieces) == whole.text
+
+
+def test_the_same_seed_samples_what_the_library_samples(served, client):
+    lm = served[0]
+    chat = client.chat.completions.create(
+        model="tiny-llama",
+        messages=[{"role": "user", "content": "roll"}],
+        max_tokens=12,
+        temperature=1.0,
+        seed=1234,
+    )
+    assert chat.choices[0].message.content == lm.generate(
+        "roll", max_new_tokens=12, temperature=1.0, seed=1234
+    )
+    raw = client.completions.create(
+        model="tiny-llama", prompt=["dice", "coin"], max_tokens=12, temperature=1.0, top_p=0.9, seed=77
+    )
+    library = lm.generate(
+        ["dice", "coin"], chat=False, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=77
+    )
+    assert [c.text for c in raw.choices] == library
+
+
+def test_the_largest_seed_wraps_around_for_the_next_choice(client):
+    kw = dict(model="tiny-llama", max_tokens=10, temperature=1.0)
+    pair = client.completions.create(prompt=["dice", "coin"], seed=2**64 - 1, **kw)
+    assert [c.index for c in pair.choices] == [0, 1]
+    assert pair.choices[1].text == client.completions.create(prompt="coin", seed=0, **kw).choices[0].text
+
+
+def test_steerlab_is_an_alias_of_the_served_model(client):
+    out = client.completions.create(model="steerlab", prompt="alias", max_tokens=3, temperature=0)
+    assert (
+        out.model == "tiny-llama"
+        and out.choices[0].text
+        == client.completions.create(model="tiny-llama", prompt="alias", max_tokens=3, temperature=0)
+        .choices[0]
+        .text
+    )
+    assert client.models.retrieve("steerlab").id == "tiny-llama"
+
+
 # ------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     ("body", "status", "param"),
@@ -385,9 +440,78 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_row():
         with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
             assert response.status_code == 200
             next(response.iter_lines())
-        deadline = time.monotonic() + 10
-        while state.metrics.counters["requests_cancelled_total"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        gone = time.monotonic()
+        while state.metrics.counters["requests_cancelled_total"] == 0 and time.monotonic() < gone + 10:
+            time.sleep(0.01)
+        assert time.monotonic() - gone < 1.0
         assert state.metrics.counters["requests_cancelled_total"] == 1
         assert state.metrics.counters["generated_tokens_total"] < 150
         assert state.scheduler.stats()["running"] == 0
+
+
+def test_a_non_streaming_client_that_hangs_up_frees_its_row_within_a_second():
+    lm = tiny_lm()
+    lm.model.register_forward_pre_hook(lambda module, args: time.sleep(0.03))  # ~30 ms per decode step
+    app = create_app(lm, config=ServerConfig(max_tokens=100))
+    state = app.state.steerlab
+    with ThreadedServer(app) as server:
+        body = {"prompt": "go", "max_tokens": 100, "temperature": 0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/completions", json=body, timeout=0.5)
+        gone = time.monotonic()
+        while state.scheduler.stats()["running"] and time.monotonic() < gone + 10:
+            time.sleep(0.01)
+        freed = time.monotonic() - gone
+        assert state.scheduler.stats()["running"] == 0
+        assert state.metrics.counters["requests_cancelled_total"] == 1
+        assert freed < 1.0, f"the row was freed {freed:.2f} s after the client left"
+        assert state.metrics.counters["generated_tokens_total"] < 60
+
+
+def test_a_bad_request_in_flight_leaves_every_other_request_unchanged():
+    lm = tiny_lm()
+    lm.model.register_forward_pre_hook(lambda module, args: time.sleep(0.005))
+    app = create_app(lm, config=ServerConfig(max_tokens=MAX_TOKENS))
+    state = app.state.steerlab
+    good = joy_vector(lm)
+    state.registry.add("joy", good)
+    for name, defaults in (("broken-strength", {"strength": "abc"}), ("broken-layers", {"layers": 5})):
+        state.registry.add(
+            name,
+            SteeringVector(
+                directions=good.directions, model_id=lm.model_id, norms=good.norms, defaults=defaults
+            ),
+        )
+    innocent = [
+        {"prompt": p, "max_tokens": MAX_TOKENS, "temperature": 0, "steering": s}
+        for p in ("one", "two two", "three")
+        for s in (None, [{"vector": "joy", "strength": 0.5, "layers": "0-1"}])
+    ]
+    bad = [
+        {"prompt": "one", "max_tokens": MAX_TOKENS, "temperature": 0, "steering": [{"vector": name}]}
+        for name in ("broken-strength", "broken-layers")
+    ]
+    with ThreadedServer(app) as server:
+        solo = [post(server, "/v1/completions", json=b).json()["choices"][0]["text"] for b in innocent]
+        results: dict[int, httpx.Response] = {}
+
+        def send(i: int, body: dict) -> None:
+            results[i] = post(server, "/v1/completions", json=body)
+
+        threads = [threading.Thread(target=send, args=(i, b)) for i, b in enumerate(innocent)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while state.scheduler.stats()["running"] < len(innocent) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert state.scheduler.stats()["running"] == len(innocent)  # all in flight, sharing one batch
+        failed = [post(server, "/v1/completions", json=b) for b in bad]
+        for t in threads:
+            t.join(60)
+    for response in failed:
+        assert 400 <= response.status_code < 600 and error_of(response)["message"]
+        assert (
+            "steering" in (error_of(response)["param"] or "") or "strength" in error_of(response)["message"]
+        )
+    assert [results[i].status_code for i in range(len(innocent))] == [200] * len(innocent)
+    assert [results[i].json()["choices"][0]["text"] for i in range(len(innocent))] == solo

@@ -24,6 +24,9 @@ def test_serve_help_lists_the_limits_and_binds_loopback_by_default():
         "--max-tokens",
         "--queue-timeout",
         "--max-upload-mb",
+        "--allow-origin",
+        "--allow-host",
+        "--ephemeral",
     ):
         assert option in result.output
     assert "127.0.0.1" in result.output
@@ -39,3 +42,9 @@ def test_bad_limit_is_a_clear_error():
     result = CliRunner().invoke(app, ["serve", "--max-batch", "0"])
     assert result.exit_code == 2
     assert "max_batch" in result.output
+
+
+def test_bad_allow_origin_is_a_clear_error():
+    result = CliRunner().invoke(app, ["serve", "--allow-origin", "evil.example"])
+    assert result.exit_code == 2
+    assert "not an origin" in result.output

@@ -89,6 +89,38 @@ def test_streaming_matches_the_whole_answer(lm, client):
     assert "".join(pieces) == chat(client, lm, PROMPTS[1])
 
 
+def test_a_stop_string_spanning_tokens_streams_exactly_the_returned_text(lm, client):
+    prompt, stop = "Write the days of the week, separated by commas.", "Tuesday\nWed"
+    library = lm.generate(prompt, max_new_tokens=30, stop=[stop])
+    kw = dict(
+        model="steerlab",
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=30,
+        temperature=0,
+        stop=[stop],
+    )
+    whole = client.chat.completions.create(**kw).choices[0].message.content
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(stream=True, **kw)
+        if c.choices
+    ]
+    assert whole == library and "".join(pieces) == whole
+
+
+def test_the_same_seed_samples_the_same_text_as_the_library(lm, client):
+    out = client.chat.completions.create(
+        model=lm.model_id,
+        messages=[{"role": "user", "content": PROMPTS[3]}],
+        max_tokens=TOKENS,
+        temperature=1.0,
+        seed=2024,
+    )
+    assert out.choices[0].message.content == lm.generate(
+        PROMPTS[3], max_new_tokens=TOKENS, temperature=1.0, seed=2024
+    )
+
+
 def test_steering_by_name_is_the_library_steering(lm, happy_vector, client):
     served = chat(client, lm, PROMPTS[0], MIXES[1])
     library = lm.generate(

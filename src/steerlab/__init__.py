@@ -6,7 +6,7 @@ does, and serve it. The public surface is small::
     import steerlab
     lm = steerlab.load()                       # embedded SmolLM2-135M-Instruct
     vec = steerlab.extract(lm, pairs, method="mean_diff")
-    with lm.steer(vec, strength=0.3, layers="8-20"):
+    with lm.steer(vec, strength=0.06, layers="10-16"):
         print(lm.generate("Tell me about your day."))
 """
 

@@ -19,15 +19,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from steerlab.errors import DataError
+from steerlab.models.handle import ModelHandle
 from steerlab.reader import Activations, Position, read
-
-if TYPE_CHECKING:
-    from steerlab.lm import LM
 
 FORMAT = "1"
 _SAMPLE = 64  # values sampled from each parameter tensor for the model fingerprint
@@ -40,7 +38,7 @@ def default_root() -> Path:
     return cache_root() / "activations"
 
 
-def model_fingerprint(lm: LM) -> str:
+def model_fingerprint(lm: ModelHandle) -> str:
     """Id, shape, dtype and a strided sample of every parameter: cheap (~ms) and weight-sensitive."""
     digest = hashlib.sha256()
     digest.update(json.dumps([lm.model_id, lm.anatomy.model_type, lm.num_layers, lm.hidden_size]).encode())
@@ -76,7 +74,13 @@ class ActCache:
 
     # ------------------------------------------------------------------ keys
     def key(
-        self, lm: LM, texts: Sequence[str], *, site: str, position: Position, dtype: torch.dtype | None
+        self,
+        lm: ModelHandle,
+        texts: Sequence[str],
+        *,
+        site: str,
+        position: Position,
+        dtype: torch.dtype | None,
     ) -> str:
         """The entry name for these inputs (layers excluded: an entry grows by layer)."""
         parts = {
@@ -135,7 +139,7 @@ class ActCache:
     # ----------------------------------------------------------------- read
     def read(
         self,
-        lm: LM,
+        lm: ModelHandle,
         texts: Sequence[str],
         layers: Sequence[int],
         *,
@@ -207,7 +211,7 @@ def as_cache(cache: ActCache | str | os.PathLike | bool | None) -> ActCache | No
 
 
 def cached_read(
-    lm: LM, texts: Sequence[str], layers: Sequence[int], *, cache: Any = None, **options: Any
+    lm: ModelHandle, texts: Sequence[str], layers: Sequence[int], *, cache: Any = None, **options: Any
 ) -> Activations:
     """:func:`steerlab.reader.read` through ``cache`` when one is given (see :func:`as_cache`)."""
     store = as_cache(cache)

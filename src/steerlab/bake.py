@@ -52,9 +52,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from steerlab.engine.plan import Term, compile_plan
+from steerlab.engine.plan import Term, direction_at
 from steerlab.engine.spec import Steering, as_steerings, parse_positions
 from steerlab.errors import ModelError, SteeringError
+from steerlab.models.anatomy import output_projection
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Affine", "BakeReport", "bake", "fold_input", "fold_output", "runtime_equivalent"]
 
-MLP_OUT_NAMES = ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "fc_out", "wo")
 BIAS_FLAGS = {"mlp": ("mlp_bias",), "attn": ("attention_bias",)}
 # One short text: every position is compared, and the bias/orthogonalisation acts on all of them alike.
 PROBE_TEXT = "The old lighthouse keeper climbed the stairs. Q: What is the capital of France? A: It is"
@@ -166,16 +166,15 @@ def _term_edits(term: Term) -> list[Affine]:
 
 
 def _mlp_out(lm: LM, layer: int) -> nn.Linear:
+    """The MLP output projection of block ``layer``, found by the model's anatomy (one rule for all)."""
     mlp = lm.anatomy.module(layer, "mlp")
-    if isinstance(mlp, nn.Linear):
-        return mlp
-    for name in MLP_OUT_NAMES:
-        child = getattr(mlp, name, None)
-        if isinstance(child, nn.Linear) and child.out_features == lm.hidden_size:
-            return child
+    proj = output_projection(mlp, lm.hidden_size)
+    if isinstance(proj, nn.Linear):
+        return proj
+    found = f"a {type(proj).__name__}" if proj is not None else "no projection writing the hidden width"
     raise ModelError(
-        f"block {layer}: cannot find the MLP output projection (an nn.Linear named one of {MLP_OUT_NAMES} "
-        f"inside {type(mlp).__name__}); mixture-of-experts and fused MLPs cannot be baked"
+        f"block {layer}: the MLP output projection inside {type(mlp).__name__} is {found}, not an "
+        "nn.Linear; mixture-of-experts, fused and Conv1D MLPs cannot be baked"
     )
 
 
@@ -221,11 +220,12 @@ def _single_direction(steering: Steering, layers: Sequence[int]) -> torch.Tensor
 
 
 def _unit(vector: SteeringVector, layer: int) -> torch.Tensor:
-    if layer in vector.directions:
-        return vector.unit(layer)
-    if len(vector.directions) == 1:
-        return vector.unit(vector.layers[0])
-    raise SteeringError(f"layer {layer}: the vector has directions only for layers {vector.layers}")
+    """The unit direction the engine uses at ``layer`` (same layer rule: :func:`direction_at`)."""
+    direction = direction_at(vector, layer)
+    norm = direction.norm()
+    if norm == 0:
+        raise SteeringError(f"layer {layer}: the direction is all zeros, so it cannot be ablated")
+    return direction / norm
 
 
 def _is_orthogonalisation(lm: LM, steering: Steering) -> bool:
@@ -284,7 +284,7 @@ def _plan_bake(lm: LM, steerings: list[Steering], strict_model: bool) -> _Bake:
                 (_mlp_out(lm, layer), "mlp", "output", ablate, f"block {layer} mlp out: ablate")
             )
         return plan_out
-    plan = compile_plan(lm, [steerings], strict_model=strict_model)
+    plan = lm.compile([steerings], strict_model=strict_model)
     # Runtime order within a block: head (o_proj input) -> attn output -> mlp output -> block output.
     order = {"head": 0, "attn": 1, "mlp": 2, "resid": 3}
     for (layer, site), terms in sorted(plan.terms.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):

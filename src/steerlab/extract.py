@@ -8,70 +8,21 @@ activation cache when one is given); model methods run their own entry points.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.data.chat import pair_texts
-from steerlab.data.formats import ContrastPair
+from steerlab.data.contrast import contrast_texts, texts_hash
 from steerlab.errors import DataError
-from steerlab.methods import RunningMeanDiff
+from steerlab.methods.mean_diff import RunningMeanDiff
+from steerlab.methods.registry import all_pair_methods, check_method, run_model_method
 from steerlab.reader import NormMeter, iter_read
 from steerlab.vector import SteeringVector
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
 
-
-def pair_methods() -> dict[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]]:
-    """Methods that turn per-layer positive/negative activations into a direction (the registry's)."""
-    from steerlab.methods.registry import all_pair_methods
-
-    return all_pair_methods()
-
-
-def texts_hash(positive: Sequence[str], negative: Sequence[str]) -> str:
-    """Stable hash of exactly the strings read, so a vector names the data it came from."""
-    blob = json.dumps([list(positive), list(negative)], ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _as_pair(i: int, item: Any) -> ContrastPair:
-    if isinstance(item, ContrastPair):
-        pair = item
-    elif isinstance(item, dict):
-        pair = ContrastPair(item.get("positive"), item.get("negative"), item.get("prompt"))
-    elif isinstance(item, tuple | list) and len(item) == 2:
-        pair = ContrastPair(item[0], item[1])
-    else:
-        raise DataError(
-            f"pair {i}: expected (positive, negative), a dict or a ContrastPair, got {type(item).__name__}"
-        )
-    if (
-        not isinstance(pair.positive, str)
-        or not isinstance(pair.negative, str)
-        or not pair.positive
-        or not pair.negative
-    ):
-        raise DataError(f"pair {i}: expected non-empty 'positive' and 'negative' strings, got {item!r}"[:200])
-    return pair
-
-
-def contrast_texts(lm: LM, data: Any, *, chat: bool = True) -> tuple[list[str], list[str]]:
-    """The exact positive/negative strings to read: pairs go through the one chat formatter."""
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, list | tuple) for x in data):
-        positive, negative = list(data[0]), list(data[1])
-    else:
-        pairs = [_as_pair(i, item) for i, item in enumerate(data)]
-        positive, negative = pair_texts(pairs, lm.tokenizer if chat else None, chat=chat)
-    if len(positive) < 2 or len(negative) < 2:
-        raise DataError(
-            f"need at least 2 examples per side, got {len(positive)} positive and {len(negative)} negative"
-        )
-    return positive, negative
+__all__ = ["contrast_texts", "extract", "extract_cached", "texts_hash"]
 
 
 def extract(
@@ -100,7 +51,6 @@ def extract(
     own data and options (``method_options``); see :mod:`steerlab.methods.registry`.
     """
     from steerlab.engine.spec import parse_layers
-    from steerlab.methods.registry import all_pair_methods, check_method, run_model_method
 
     info = check_method(method)
     if info.kind == "model":
@@ -152,6 +102,17 @@ def extract(
         provenance={"pairs": len(positive), "position": str(position), "chat": chat},
         diagnostics={str(k): v for k, v in diagnostics.items()},
     )
+
+
+def extract_cached(
+    lm: LM, data: Any, method: str = "mean_diff", *, cache: Any = True, **options: Any
+) -> SteeringVector:
+    """:func:`extract` for a pair method with the activation cache on by default: the second method
+    on the same data reads nothing. ``cache`` is an ``ActCache``, a folder, ``True`` (default folder) or
+    ``None`` (no cache)."""
+    if check_method(method).kind != "pair":
+        raise DataError(f"method '{method}' is not a pair method; call its own entry point")
+    return extract(lm, data, method, cache=cache, **options)
 
 
 def _streamed_mean_diff(

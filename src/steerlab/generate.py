@@ -1,69 +1,50 @@
-"""Steered generation: one decode loop for single prompts, heterogeneous batches and streaming.
+"""Steered generation with the torch engine: single prompts, heterogeneous batches and streaming.
 
 Batches are left-padded with explicit position ids, so every row decodes as it would alone. Steering is
 either shared (``steering=``) or per row (``row_steering=``: one entry per prompt, ``None`` for an
 unsteered row); both go through the same engine, whose position policies see absolute token positions
-across KV-cache steps.
+across KV-cache steps. Sampling, EOS, stop strings, streaming and finish reasons are the decode core's
+(:mod:`steerlab.decode`); this module only runs the model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.errors import SteeringError
-from steerlab.sampling import nucleus_probs
+from steerlab.decode import (
+    Generation,
+    RowDecoder,
+    TokenCallback,
+    cache_arg,
+    drive,
+    eos_token_ids,
+    find_stop,
+    left_pad,
+    returned_cache,
+    right_pad,
+    row_sampling,
+)
+from steerlab.errors import SteeringError, SteerlabError
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
 
-TokenCallback = Callable[[int, int, str], None]
+__all__ = [
+    "Generation",
+    "TokenCallback",
+    "cache_arg",
+    "eos_token_ids",
+    "generate",
+    "next_token_logits",
+    "returned_cache",
+    "stop_index",
+]
 
-
-@dataclass
-class Generation:
-    """One finished completion."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # "stop" (EOS or stop string) or "length"
-    prompt_tokens: int
-
-
-def _left_pad(lm: LM, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in encoded)
-    ids = torch.full((len(encoded), width), lm.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, seq in enumerate(encoded):
-        ids[row, width - len(seq) :] = torch.tensor(seq)
-        mask[row, width - len(seq) :] = 1
-    return ids.to(lm.device), mask.to(lm.device)
-
-
-def _pick(logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator | None]):
-    if temperature <= 0:
-        return logits.argmax(-1)
-    picks = [
-        torch.multinomial(nucleus_probs(logits[i], temperature, top_p), 1, generator=g)
-        for i, g in enumerate(generators)
-    ]
-    return torch.cat(picks)
-
-
-def eos_token_ids(lm: Any) -> set[int]:
-    """Every id that ends a sequence: the tokenizer's EOS and the generation config's (they can differ)."""
-    ids: set[int] = set()
-    for source in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, list | tuple):
-            ids.update(int(x) for x in source)
-    return ids
+stop_index = find_stop  # the old name, kept for callers of steerlab.generate
 
 
 def _steering_context(lm: LM, n: int, steering: Any, row_steering: Any, options: dict):
@@ -98,8 +79,10 @@ def generate(
     """Generate completions; greedy unless ``temperature > 0``.
 
     ``steer_options`` (strength, layers, op, positions, unit, site) apply when ``steering`` is a bare
-    vector. ``on_token(row, token_id, text_delta)`` streams. Returns strings (or :class:`Generation` with
-    ``details=True``), one per prompt, or a single one for a single string prompt.
+    vector. ``on_token(row, token_id, text_delta)`` streams; the streamed deltas of a row add up to its
+    returned text exactly (text that a stop string may still cut is held back). Prompt ``i`` samples with
+    seed ``(seed + i) mod 2**64`` (a fresh random seed when ``seed`` is None). Returns strings (or
+    :class:`Generation` with ``details=True``), one per prompt, or a single one for a single string prompt.
     """
     single = isinstance(prompts, str)
     prompt_list = [prompts] if single else list(prompts)
@@ -107,79 +90,47 @@ def generate(
         raise SteeringError("no prompts given")
     if max_new_tokens < 1:
         raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if not 0 < top_p <= 1:
-        raise SteeringError(f"top_p must be in (0, 1], got {top_p}")
-    texts = [lm.chat(p, system) if chat else p for p in prompt_list]
-    encoded = [lm.encode(t) for t in texts]
-    n = len(encoded)
-    generators = [None] * n
-    if temperature > 0:
-        generators = [torch.Generator(device="cpu").manual_seed((seed or 0) + i) for i in range(n)]
+    try:
+        sampling = row_sampling(temperature, top_p, seed, len(prompt_list))
+    except SteerlabError as exc:
+        raise SteeringError(str(exc)) from None
+    encoded = [lm.encode(lm.chat(p, system) if chat else p) for p in prompt_list]
     eos = eos_token_ids(lm)
-    ids, mask = _left_pad(lm, encoded)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out_tokens: list[list[int]] = [[] for _ in range(n)]
-    texts_so_far = [""] * n
-    finish: list[str | None] = [None] * n
-    with torch.no_grad(), _steering_context(lm, n, steering, row_steering, steer_options):
-        result = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = returned_cache(result)
-        logits = result.logits[:, -1]
-        for _ in range(max_new_tokens):
-            nxt = _pick(logits, temperature, top_p, generators)
-            for row in range(n):
-                if finish[row] is not None:
-                    continue
-                token = int(nxt[row])
-                if token in eos:
-                    finish[row] = "stop"
-                    continue
-                out_tokens[row].append(token)
-                text = lm.tokenizer.decode(out_tokens[row], skip_special_tokens=True)
-                cut = stop_index(text, stop)
-                if cut is not None:
-                    text = text[:cut]
-                    finish[row] = "stop"
-                if on_token is not None and len(text) > len(texts_so_far[row]):
-                    on_token(row, token, text[len(texts_so_far[row]) :])
-                texts_so_far[row] = text
-            if all(f is not None for f in finish):
-                break
-            mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
-            positions = positions[:, -1:] + 1
-            result = lm.model(
-                input_ids=nxt.view(n, 1),
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **{cache_arg(lm): cache},
-            )
-            cache = returned_cache(result)
-            logits = result.logits[:, -1]
-    outs = [
-        Generation(texts_so_far[i], out_tokens[i], finish[i] or "length", len(encoded[i])) for i in range(n)
+    rows = [
+        RowDecoder(_detokenizer(lm), max_tokens=max_new_tokens, eos=eos, stop=stop, prompt_tokens=len(ids))
+        for ids in encoded
     ]
+    padded = left_pad(encoded, lm.pad_token_id, lm.device)
+    n, cache_kw = len(encoded), cache_arg(lm)
+    with torch.no_grad(), _steering_context(lm, n, steering, row_steering, steer_options):
+        result = lm.model(
+            input_ids=padded.ids, attention_mask=padded.mask, position_ids=padded.positions, use_cache=True
+        )
+        state = {"cache": returned_cache(result), "mask": padded.mask, "positions": padded.positions[:, -1:]}
+
+        def step(tokens: list[int]) -> torch.Tensor:
+            state["mask"] = torch.cat([state["mask"], state["mask"].new_ones((n, 1))], dim=1)
+            state["positions"] = state["positions"] + 1
+            out = lm.model(
+                input_ids=torch.tensor(tokens, device=lm.device).view(n, 1),
+                attention_mask=state["mask"],
+                position_ids=state["positions"],
+                use_cache=True,
+                **{cache_kw: state["cache"]},
+            )
+            state["cache"] = returned_cache(out)
+            return out.logits[:, -1]
+
+        outs = drive(rows, sampling, result.logits[:, -1], step, on_token)
     values = outs if details else [g.text for g in outs]
     return values[0] if single else values
 
 
-def cache_arg(lm: LM) -> str:
-    """The keyword the model's forward takes for the KV cache (transformers renamed it in 5.x)."""
-    params = inspect.signature(lm.model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+def _detokenizer(lm: LM):
+    def detokenize(ids: list[int]) -> str:
+        return lm.tokenizer.decode(ids, skip_special_tokens=True)
 
-
-def returned_cache(result: Any) -> Any:
-    cache = getattr(result, "cache", None)
-    return cache if cache is not None else result.past_key_values
-
-
-def stop_index(text: str, stop: Sequence[str] | None) -> int | None:
-    """Where the earliest stop string starts in ``text`` (None: no stop string occurs)."""
-    if not stop:
-        return None
-    hits = [text.find(s) for s in stop if s and s in text]
-    return min(hits) if hits else None
+    return detokenize
 
 
 def next_token_logits(lm: LM, texts: list[str], batch_size: int = 16) -> torch.Tensor:
@@ -187,12 +138,10 @@ def next_token_logits(lm: LM, texts: list[str], batch_size: int = 16) -> torch.T
     rows = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            chunk = [lm.encode(t) for t in texts[start : start + batch_size]]
-            lengths = torch.tensor([len(c) for c in chunk])
-            ids = torch.full((len(chunk), int(lengths.max())), lm.pad_token_id, dtype=torch.long)
-            for i, c in enumerate(chunk):
-                ids[i, : len(c)] = torch.tensor(c)
-            mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-            out = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
-            rows.append(out.logits[torch.arange(len(chunk)), lengths - 1].float().cpu())
+            padded = right_pad([lm.encode(t) for t in texts[start : start + batch_size]], lm.pad_token_id)
+            out = lm.model(
+                input_ids=padded.ids.to(lm.device), attention_mask=padded.mask.to(lm.device), use_cache=False
+            )
+            last = padded.lengths - 1
+            rows.append(out.logits[torch.arange(len(last)), last.to(out.logits.device)].float().cpu())
     return torch.cat(rows)

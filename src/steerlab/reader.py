@@ -5,6 +5,11 @@ sees exactly what it would see alone), keeps only the requested token positions,
 pass as soon as the deepest requested layer has been read. It also measures the typical residual norm
 per layer: the median token norm, excluding each sequence's first token, whose attention-sink
 activations are often tens of times larger than the rest and would dominate a mean.
+:func:`typical_norms` measures those norms on a few built-in neutral texts, for steerings whose vector
+records none.
+
+The reader reads whatever the model computes: to measure an unsteered model while steering contexts are
+installed, wrap the call in :func:`steerlab.engine.context.unsteered` (the ``LM`` facade does).
 """
 
 from __future__ import annotations
@@ -13,15 +18,14 @@ import contextlib
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from steerlab.decode.kv import cache_arg, returned_cache
+from steerlab.decode.padding import right_pad
 from steerlab.errors import DataError, SteerlabError
-from steerlab.generate import cache_arg, returned_cache
-
-if TYPE_CHECKING:
-    from steerlab.lm import LM
+from steerlab.models.handle import ModelHandle
 
 Position = str | int | tuple[int, ...]
 
@@ -146,7 +150,7 @@ def _prefix_usable(position: Position, shortest_suffix: int) -> bool:
 
 
 def iter_read(
-    lm: LM,
+    lm: ModelHandle,
     texts: Sequence[str],
     layers: Sequence[int],
     *,
@@ -213,12 +217,8 @@ def iter_read(
         prefix_cache = _run_prefix(lm, encoded[0][:prefix], state, dtype) if prefix else None
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            seqs = [encoded[i][prefix:] for i in idx]
-            lengths = torch.tensor([len(seq) for seq in seqs])
-            ids = torch.full((len(idx), int(lengths.max())), pad, dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                ids[row, : len(seq)] = torch.tensor(seq)
-            mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+            padded = right_pad([encoded[i][prefix:] for i in idx], pad)
+            lengths, ids, mask = padded.lengths, padded.ids, padded.mask
             extra: dict[str, Any] = {"use_cache": False}
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
@@ -227,7 +227,7 @@ def iter_read(
                 extra = {"use_cache": True, cache_arg(lm): cache}
             state["lengths"] = lengths
             store.clear()
-            with torch.no_grad(), _autocast(dtype), contextlib.suppress(_Stop):
+            with torch.no_grad(), _autocast(lm, dtype), contextlib.suppress(_Stop):
                 lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **extra)
             yield Batch(list(idx), {layer: store[layer].cpu() for layer in layers})
             if bar is not None:
@@ -239,11 +239,11 @@ def iter_read(
             bar.stop()
 
 
-def _run_prefix(lm: LM, ids: list[int], state: dict[str, Any], dtype: torch.dtype | None) -> Any:
+def _run_prefix(lm: ModelHandle, ids: list[int], state: dict[str, Any], dtype: torch.dtype | None) -> Any:
     """One pass over the shared prefix (all layers, so the cache is complete); returns its KV cache."""
     state["in_prefix"], state["lengths"] = True, torch.tensor([len(ids)])
     try:
-        with torch.no_grad(), _autocast(dtype):
+        with torch.no_grad(), _autocast(lm, dtype):
             out = lm.model(
                 input_ids=torch.tensor([ids], device=lm.device),
                 attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=lm.device),
@@ -255,7 +255,7 @@ def _run_prefix(lm: LM, ids: list[int], state: dict[str, Any], dtype: torch.dtyp
 
 
 def read(
-    lm: LM,
+    lm: ModelHandle,
     texts: Sequence[str],
     layers: Sequence[int],
     *,
@@ -293,10 +293,35 @@ def read(
     return Activations(out, meter.medians(), site, position)
 
 
-def _autocast(dtype: torch.dtype | None):
+#: Neutral texts (narrative, explanation, request, code, question) whose token norms stand in for a
+#: model's "typical" activation norm when a vector records none.
+NORM_PROBE_TEXTS = (
+    "The train left the station a few minutes after nine in the morning.",
+    "Water boils at a lower temperature at high altitude because the air pressure is lower.",
+    "Please write a short list of things to pack for a weekend trip.",
+    "In 1850 the town had about two thousand inhabitants and a single school.",
+    "Explain how a bicycle gear changes the effort needed to pedal uphill.",
+    "She opened the window, looked at the street, and went back to her book.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "What is the difference between weather and climate?",
+)
+
+
+def typical_norms(lm: ModelHandle, site: str = "resid") -> dict[int, float]:
+    """Median token norm per layer at ``site`` on :data:`NORM_PROBE_TEXTS` (every layer, one read).
+
+    Measures what the model computes now, so call it unsteered (see
+    :func:`steerlab.engine.context.unsteered`); ``LM.typical_norms`` does, and caches the result.
+    """
+    return read(lm, list(NORM_PROBE_TEXTS), list(range(lm.num_layers)), site=site).norms
+
+
+def _autocast(lm: ModelHandle, dtype: torch.dtype | None):
+    """Reading precision on the model's own device type (autocast is per device type)."""
+    device_type = lm.device.type
     if dtype is None or dtype == torch.float32:
-        return torch.autocast("cpu", enabled=False)
-    return torch.autocast("cpu", dtype=dtype)
+        return torch.autocast(device_type, enabled=False)
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def _progress(enabled: bool, total: int):

@@ -17,21 +17,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steerlab.errors import VectorError
+from steerlab.models.anatomy import SITES
+from steerlab.vector_io import (
+    CONVENTION,
+    CONVERTIBLE,
+    FORMAT_VERSION,
+    NATIVE_SUFFIX,
+    jsonable,
+    read_vector,
+    write_safetensors,
+)
 
 if TYPE_CHECKING:
     from steerlab.models.anatomy import Anatomy
 
-FORMAT_VERSION = "1"
-# Layer i = the residual stream right after decoder block i, blocks counted from 0. This equals HF
-# ``hidden_states[i + 1]`` (except the last block, where transformers applies the final norm first),
-# TransformerLens ``blocks.i.hook_resid_post`` and llama.cpp's ``direction.i``.
-CONVENTION = "block_output"
-# Conventions we can convert from: name -> offset added to the stored layer index to get ours.
-CONVERTIBLE = {CONVENTION: 0, "hf_hidden_states": -1}
-SITES = ("resid", "attn", "mlp", "head")
+__all__ = ["CONVENTION", "CONVERTIBLE", "FORMAT_VERSION", "SITES", "SteeringVector"]
 
 
-@dataclass
+@dataclass(repr=False)
 class SteeringVector:
     """Per-layer directions (float32, one width) and the record of where they came from.
 
@@ -96,6 +99,24 @@ class SteeringVector:
         self.norms = {int(k): float(v) for k, v in sorted(self.norms.items())}
 
     # ----------------------------------------------------------------- views
+    def __repr__(self) -> str:
+        """One short line (the directions themselves would print hundreds of thousands of numbers)."""
+        sizes = [float(d.norm()) for d in self.directions.values()]
+        parts = [
+            f"method={self.method!r}",
+            f"model={self.model_id or '(unknown)'!r}",
+            f"site={self.site!r}",
+            f"layers={_ranges(self.layers)!r} ({len(self.layers)})",
+            f"width={self.width}",
+            f"direction_norm={_span(sizes)}",
+        ]
+        if self.norms:
+            parts.append(f"typical_norm={_span(list(self.norms.values()))}")
+        if self.defaults:
+            text = json.dumps(self.defaults, default=jsonable)
+            parts.append(f"defaults={text if len(text) <= 80 else text[:77] + '...'}")
+        return f"SteeringVector({', '.join(parts)})"
+
     @property
     def layers(self) -> list[int]:
         return list(self.directions)
@@ -214,23 +235,37 @@ class SteeringVector:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write a safetensors file (atomically: a failed write leaves any old file untouched)."""
-        from safetensors.torch import save_file
+        """Write steerlab's own file: safetensors with the record in its header, atomically.
 
-        from steerlab.interop.atomic import atomic_write
-
+        Only ``.safetensors`` is written here. A GGUF control vector is not a save format but an export:
+        llama.cpp adds the stored tensors as they are, so a strength and unit must be baked in first
+        (:func:`steerlab.interop.export.export_gguf`, CLI ``steerlab export``).
+        """
         path = Path(path)
-        tensors = {f"direction.{i}": d.contiguous() for i, d in self.directions.items()}
-        header = {"steerlab": json.dumps(self.metadata(), sort_keys=True, default=_jsonable)}
-        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-        return path
+        suffix = path.suffix.lower()
+        if suffix == ".gguf":
+            raise VectorError(
+                f"SteeringVector.save writes steerlab safetensors, not GGUF ({path.name}). A llama.cpp control "
+                "vector has the strength baked in: use steerlab.interop.export.export_gguf(vector, "
+                f"'{path}', strength=..., unit=...) or `steerlab export VECTOR {path.name} --strength S`"
+            )
+        if suffix != NATIVE_SUFFIX:
+            raise VectorError(
+                f"SteeringVector.save writes '{NATIVE_SUFFIX}' files; got '{path.name}' "
+                f"(name it e.g. '{path.with_suffix(NATIVE_SUFFIX).name}'; GGUF: "
+                "steerlab.interop.export.export_gguf; .svec: steerlab.interop.write_svec)"
+            )
+        return write_safetensors(path, self.directions, self.metadata())
 
     @classmethod
     def load(cls, path: str | Path, lm: Any = None, *, strict_model: bool = True) -> SteeringVector:
         """Read a steerlab safetensors file, a GGUF control vector or an IBM ``.svec``; check it fits ``lm``."""
-        from steerlab.vector_io import read_vector
-
-        vector = read_vector(Path(path))
+        path = Path(path)
+        parts = read_vector(path)
+        try:
+            vector = cls(**parts.as_kwargs())
+        except VectorError as exc:
+            raise VectorError(f"{path}: {exc}") from exc
         if lm is not None:
             vector.check_fits(lm.anatomy, lm.model_id, strict_model=strict_model)
         return vector
@@ -244,20 +279,18 @@ class SteeringVector:
             f"data hash  {self.data_hash or '-'}",
         ]
         if self.defaults:
-            lines.append(f"defaults   {json.dumps(self.defaults, default=_jsonable)}")
+            lines.append(f"defaults   {json.dumps(self.defaults, default=jsonable)}")
         if self.notes:
             lines.append(f"notes      {self.notes}")
         if self.provenance:
-            lines.append(f"provenance {json.dumps(self.provenance, default=_jsonable)[:300]}")
+            lines.append(f"provenance {json.dumps(self.provenance, default=jsonable)[:300]}")
         return "\n".join(lines)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+def _span(values: list[float]) -> str:
+    """``lo..hi`` of a few numbers, 3 significant digits (one number when all are equal)."""
+    lo, hi = min(values), max(values)
+    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}..{hi:.3g}"
 
 
 def _ranges(layers: list[int]) -> str:

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from steerlab.cli.common import console, friendly_errors, load_model
+from steerlab.cli.common import (
+    check_steering_values,
+    console,
+    friendly_errors,
+    load_model,
+    make_steering,
+    steering_option,
+)
 
 ModelOpt = Annotated[
     str | None,
@@ -44,21 +51,12 @@ def generate(
     vector: Annotated[
         list[Path], typer.Option("--vector", "-v", help="Vector file; repeat to compose.")
     ] = [],  # noqa: B006
-    strength: Annotated[
-        list[float],
-        typer.Option(
-            "--strength", "-s", help="Strength per --vector (norm unit: fraction of typical residual norm)."
-        ),
-    ] = [],  # noqa: B006
-    layers: Annotated[list[str], typer.Option(help="Layers per --vector, e.g. 8-20 or 8,10,12.")] = [],  # noqa: B006
-    op: Annotated[list[str], typer.Option(help="add | ablate | clamp | scale, per --vector.")] = [],  # noqa: B006
-    positions: Annotated[
-        list[str], typer.Option(help="all | prompt | generated | from:K, per --vector.")
-    ] = [],  # noqa: B006
-    unit: Annotated[
-        str | None,
-        typer.Option(help="norm (fraction of typical residual norm) or raw; default: the vector's own."),
-    ] = None,
+    strength: Annotated[list[float], steering_option("strength", "--strength", "-s")] = [],  # noqa: B006
+    layers: Annotated[list[str], steering_option("layers", "--layers")] = [],  # noqa: B006
+    op: Annotated[list[str], steering_option("op", "--op")] = [],  # noqa: B006
+    positions: Annotated[list[str], steering_option("positions", "--positions")] = [],  # noqa: B006
+    unit: Annotated[list[str], steering_option("unit", "--unit")] = [],  # noqa: B006
+    site: Annotated[list[str], steering_option("site", "--site")] = [],  # noqa: B006
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 64,
     temperature: float = 0.0,
     seed: int | None = None,
@@ -70,23 +68,26 @@ def generate(
 ) -> None:
     """Generate text, optionally steered by one or more vectors.
 
-    Options given once apply to every vector; given several times they pair up with --vector in order.
+    Steering options given once apply to every vector; given several times they pair up with --vector in
+    order. An option not given takes the vector's recorded default (as in Python and over HTTP).
     """
-    from steerlab import Steering, SteeringVector
+    from steerlab import SteeringVector
 
     with friendly_errors():
+        check_steering_values(layers=layers, positions=positions)
         lm = load_model(model)
         steerings = []
         for i, path in enumerate(vector):
             vec = SteeringVector.load(path, lm)
             steerings.append(
-                Steering(
+                make_steering(
                     vec,
                     strength=_nth(strength, i),
-                    op=_nth(op, i) or "add",
+                    op=_nth(op, i),
                     layers=_nth(layers, i),
-                    positions=_nth(positions, i) or "all",
-                    unit=unit,
+                    positions=_nth(positions, i),
+                    unit=_nth(unit, i),
+                    site=_nth(site, i),
                 )
             )
         options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, chat=chat)

@@ -90,6 +90,16 @@ def load_for_worker(model: str | None, threads: int | None):
     return steerlab.load(model)
 
 
+def task_kind(task: str, data: Path | None) -> str:
+    """The task kind to build (``auto`` guessed from the data), checked before any model is loaded."""
+    from steerlab.evaluate.tasks import check_kind
+
+    kind = guess_task(data) if task == "auto" else task
+    if kind != "none":
+        check_kind(kind, data)
+    return kind
+
+
 def _task(
     lm,
     task: str,
@@ -101,7 +111,7 @@ def _task(
 ):
     from steerlab.evaluate.tasks import Budget, build_task
 
-    kind = guess_task(data) if task == "auto" else task
+    kind = task_kind(task, data)
     if kind == "none":
         return None
     _say(f"building task '{kind}' (splits, concept scorer)")
@@ -116,8 +126,37 @@ def _cells(layers: list[str], strengths: str, num_layers: int):
 
     if not layers and not strengths:
         return default_cells(num_layers)
-    values = [float(s) for s in strengths.split(",") if s.strip()] or [0.25, 0.5, 1.0]
-    return grid(layers or [str(num_layers // 3)], values)
+    return grid(layers or [str(num_layers // 3)], _strengths(strengths) or [0.25, 0.5, 1.0])
+
+
+def _strengths(text: str) -> list[float]:
+    """``--strengths`` parsed (and so checked) before the model loads."""
+    from steerlab.engine.spec import parse_strength
+
+    return [parse_strength(s.strip()) for s in text.split(",") if s.strip()]
+
+
+def _check_grid_syntax(layers: list[str], strengths: str) -> None:
+    """Layer and strength spellings refused before any model is loaded."""
+    from steerlab.engine.spec import parse_layers
+
+    for option in layers:
+        parse_layers(option)
+    _strengths(strengths)
+
+
+def _model_vector_cells(vector: Path, model: str | None, layers, strengths, op, unit, threads):
+    """Model, vector and grid, every cell checked against both before the task or any baseline is built."""
+    from steerlab.evaluate.sweep import SweepSpec, check_cells
+    from steerlab.vector import SteeringVector
+
+    _check_grid_syntax(layers, strengths)
+    _threads(threads)
+    lm = load_model(model)
+    vec = SteeringVector.load(vector, lm)
+    cells = _cells(layers, strengths, lm.num_layers)
+    check_cells(lm, SweepSpec(vec, op=op, unit=unit), cells)
+    return lm, vec, cells
 
 
 def sweep(
@@ -144,7 +183,9 @@ def sweep(
     from steerlab.evaluate.sweep import SweepSpec, heatmap, run_sweep, table
 
     with friendly_errors():
-        lm, vec, the_task = _vector_and_task(vector, model, task, data, budget, threads)
+        task = task_kind(task, data)
+        lm, vec, cells = _model_vector_cells(vector, model, layers, strengths, op, unit, threads)
+        the_task = _task(lm, task, data, budget)
         neutral = neutral_prompts()
         spec = SweepSpec(
             vec,
@@ -156,7 +197,6 @@ def sweep(
             split="calib",
             fluency_prompts=neutral[:6] if the_task is None else [],
         )
-        cells = _cells(layers, strengths, lm.num_layers)
         ex = _executor(executor, lm, model, ray_address, workers, threads)
         try:
             rows = run_sweep(lm, spec, cells, executor=ex, state=out / "sweep.json", progress=_say)
@@ -171,21 +211,18 @@ def sweep(
         console.print(f"wrote {out}/sweep.json, sweep.md and heatmap_*.png")
 
 
-def _vector_and_task(vector: Path, model: str | None, task: str, data: Path | None, budget: str, threads):
-    """What sweep and calibrate both start from: the model, the vector checked against it, the task."""
-    from steerlab.vector import SteeringVector
-
-    _threads(threads)
-    lm = load_model(model)
-    return lm, SteeringVector.load(vector, lm), _task(lm, task, data, budget)
-
-
 def calibrate(
     vector: Annotated[Path, typer.Argument(help="Steering vector file.")],
-    output: Annotated[
+    out: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Where to save the calibrated vector (default: in place)."),
+        typer.Option(
+            "--out",
+            "-o",
+            "--output",
+            help="Where to save the calibrated vector (default: NAME.calibrated.safetensors beside it).",
+        ),
     ] = None,
+    force: Annotated[bool, typer.Option(help="Allow --out to overwrite the input vector.")] = False,
     task: TaskOpt = "auto",
     data: DataOpt = None,
     max_kl: Annotated[float, typer.Option(help="Mean KL budget on neutral prompts (nats).")] = 0.1,
@@ -210,7 +247,16 @@ def calibrate(
     from steerlab.evaluate.sweep import SweepSpec, table
 
     with friendly_errors():
-        lm, vec, the_task = _vector_and_task(vector, model, task, data, budget, threads)
+        target = out or vector.with_name(f"{vector.name.removesuffix('.safetensors')}.calibrated.safetensors")
+        if target.resolve() == vector.resolve() and not force:
+            raise SteerlabError(
+                f"--out {target} is the input vector; pass --force to overwrite it, or choose another file"
+            )
+        task = task_kind(task, data)
+        if task == "none":
+            raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
+        lm, vec, cells = _model_vector_cells(vector, model, layers, strengths, "add", "norm", threads)
+        the_task = _task(lm, task, data, budget)
         if the_task is None:
             raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
         spec = SweepSpec(vec, the_task, split="calib", max_new_tokens=24)
@@ -219,7 +265,7 @@ def calibrate(
             result = run_calibration(
                 lm,
                 spec,
-                _cells(layers, strengths, lm.num_layers) if (layers or strengths) else None,
+                cells,
                 max_kl=max_kl,
                 max_ppl_ratio=max_ppl_ratio,
                 executor=ex,
@@ -233,7 +279,6 @@ def calibrate(
             console.print(f"[yellow]note:[/] {note}")
         if result.choice is None:
             raise typer.Exit(1)
-        target = output or vector
         vec.save(target)
         c = result.choice
         console.print(
@@ -279,6 +324,20 @@ def compare(
     from steerlab.evaluate.tasks import Budget, load_capability
 
     with friendly_errors():
+        # every option is checked before the model loads: a typo must not cost a baseline run
+        task = task_kind(task, data)
+        if task == "none":
+            from steerlab.errors import SteerlabError
+
+            raise SteerlabError("compare needs a task (use --task and --data)")
+        config = arena.ArenaConfig(
+            budget=Budget.preset(budget),
+            methods=arena.check_methods(m.strip() for m in methods.split(",") if m.strip()) or None,
+            data_sizes=_ints(data_sizes, "--data-sizes"),
+            seeds=_ints(seeds, "--seeds"),
+            capability=load_capability(capability, capability_n) if capability else [],
+            verbose=True,
+        )
         _threads(threads)
         lm = load_model(model)
         the_task = _task(
@@ -294,14 +353,6 @@ def compare(
             from steerlab.errors import SteerlabError
 
             raise SteerlabError("compare needs a task (use --task and --data)")
-        config = arena.ArenaConfig(
-            budget=Budget.preset(budget),
-            methods=[m.strip() for m in methods.split(",") if m.strip()] or None,
-            data_sizes=[int(x) for x in data_sizes.split(",") if x.strip()],
-            seeds=[int(x) for x in seeds.split(",") if x.strip()],
-            capability=load_capability(capability, capability_n) if capability else [],
-            verbose=True,
-        )
         ex = _executor(executor, lm, model, ray_address, workers, threads)
         try:
             arena.compare(lm, the_task, out, config, executor=ex, progress=_say, report_only=report_only)
@@ -309,3 +360,12 @@ def compare(
             ex.close()
         console.print(f"report: {out / 'index.html'} (also report.md, results.json)")
         console.print((out / "report.md").read_text().split("## Measured criteria")[0])
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from steerlab.errors import DataError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DataError(f"{option} takes comma-separated whole numbers, got {text!r}") from None

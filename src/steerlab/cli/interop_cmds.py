@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from steerlab.cli.common import check_steering_values, make_steering, steering_option
 from steerlab.errors import SteerlabError
 
 MODEL_HELP = "Model: a .gguf file, HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)."
@@ -26,13 +28,15 @@ def export_cmd(
     vector: Path = typer.Argument(..., help="Vector file (steerlab safetensors, GGUF or .svec)."),
     out: Path = typer.Argument(..., help="Output .gguf control vector."),
     strength: float | None = typer.Option(
-        None, help="Strength baked into the file (default: the vector's calibrated default)."
+        None, help="Strength baked into the file (default: the vector's recorded default)."
     ),
     layers: str | None = typer.Option(
-        None, help="Layers to export, e.g. '8-20' (layer 0 has no slot in llama.cpp)."
+        None, help="Layers to export, e.g. '8-20' (layer 0 has no slot in llama.cpp; default: recorded)."
     ),
-    unit: str = typer.Option("norm", help="Strength unit: 'norm' (× typical residual norm) or 'raw'."),
-    op: str = typer.Option("add", help="Only 'add' can be expressed in a control vector."),
+    unit: Annotated[str | None, steering_option("unit", "--unit")] = None,
+    op: str | None = typer.Option(
+        None, help="Only 'add' can be expressed in a control vector (default: the vector's recorded op)."
+    ),
     model: str | None = typer.Option(
         None, help="Check the vector against this model and measure missing norms."
     ),
@@ -44,6 +48,7 @@ def export_cmd(
     from steerlab.interop.export import export_gguf, import_vector
 
     try:
+        check_steering_values(layers=[layers])
         vec = import_vector(vector)
         lm = _load_model(model) if model is not None else None
         baked = export_gguf(
@@ -88,15 +93,15 @@ def import_cmd(
 def bake_cmd(
     vector: Path = typer.Argument(..., help="Vector file."),
     out: Path = typer.Option(..., "--out", help="Folder to write the baked HF model to."),
-    strength: float | None = typer.Option(
-        None, help="Strength (default: the vector's calibrated default; 1 for ablate)."
-    ),
+    strength: Annotated[float | None, steering_option("strength", "--strength")] = None,
     layers: str | None = typer.Option(
-        None, help="Layers, e.g. '8-20' (ablate on the residual stream: every layer)."
+        None,
+        help="Layers, e.g. '8-20' (default: the vector's recorded layers; ablate on the residual stream: every "
+        "layer).",
     ),
-    op: str = typer.Option("add", help="add | ablate | clamp | scale (see docs/interop.md for what bakes)."),
-    unit: str = typer.Option("norm", help="Strength unit: 'norm' or 'raw'."),
-    site: str | None = typer.Option(None, help="resid | attn | mlp | head (default: the vector's site)."),
+    op: Annotated[str | None, steering_option("op", "--op")] = None,
+    unit: Annotated[str | None, steering_option("unit", "--unit")] = None,
+    site: Annotated[str | None, steering_option("site", "--site")] = None,
     direction_from: int | None = typer.Option(
         None, help="Use this layer's direction at every layer (for ablation)."
     ),
@@ -106,18 +111,21 @@ def bake_cmd(
 ) -> None:
     """Write an HF model folder whose behaviour equals runtime steering (steerlab.load(OUT) loads it)."""
     from steerlab.bake import bake
-    from steerlab.engine import Steering
+    from steerlab.engine.spec import recorded_defaults
     from steerlab.interop.export import import_vector
 
     try:
+        check_steering_values(layers=[layers])
         lm = _load_model(model)
         vec = import_vector(vector, lm)
         if direction_from is not None:
             vec = vec.select([direction_from])
-        resolved_site = site or vec.site
-        if op == "ablate" and layers is None and resolved_site == "resid":
-            layers = f"0-{lm.num_layers - 1}"
-        steering = Steering(vec, strength=strength, op=op, layers=layers, unit=unit, site=site)
+        steering = make_steering(vec, strength=strength, op=op, layers=layers, unit=unit, site=site)
+        every_layer = steering.op == "ablate" and steering.resolved_site == "resid"
+        if every_layer and layers is None and recorded_defaults(vec).layers is None:
+            steering = make_steering(
+                vec, strength=strength, op=op, layers=f"0-{lm.num_layers - 1}", unit=unit, site=site
+            )
         report = bake(lm, steering, out, overwrite=force, verify=verify)
     except SteerlabError as exc:
         _fail(exc)

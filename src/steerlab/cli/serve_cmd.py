@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import typer
 
 from steerlab.errors import SteerlabError
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def register(app: typer.Typer) -> None:
@@ -31,13 +21,33 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default)"),
         port: int = typer.Option(8000, help="TCP port"),
         vectors: Path = typer.Option(
-            None, "--vectors", help="folder of vector files to preload (named after their file stems)"
+            None,
+            "--vectors",
+            help="folder of vector files to preload (named after their file stems); uploads are saved "
+            "there and deletes remove the file, unless --ephemeral",
+        ),
+        ephemeral: bool = typer.Option(
+            False,
+            "--ephemeral",
+            help="keep uploads and deletes in memory only (the --vectors folder is only read)",
         ),
         api_key: str = typer.Option(
             None,
             "--api-key",
             envvar="STEERLAB_API_KEY",
             help="require 'Authorization: Bearer KEY' on every endpoint",
+        ),
+        allow_origin: list[str] = typer.Option(
+            None,
+            "--allow-origin",
+            help="origin (scheme://host[:port]) whose web pages may call the server, besides its own; "
+            "repeatable; '*' allows any",
+        ),
+        allow_host: list[str] = typer.Option(
+            None,
+            "--allow-host",
+            help="Host name (name or name:port) the server answers to besides the bound address and "
+            "localhost; repeatable; '*' allows any",
         ),
         device: str = typer.Option("cpu", help="torch device for the model"),
         max_batch: int = typer.Option(32, help="sequences decoded together"),
@@ -54,6 +64,7 @@ def register(app: typer.Typer) -> None:
             import uvicorn
 
             from steerlab.server import ServerConfig, create_app
+            from steerlab.server.middleware import is_loopback
         except ModuleNotFoundError as exc:
             typer.echo(
                 f"error: the server needs the 'serve' extra ({exc.name} is missing): "
@@ -63,7 +74,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from exc
         import steerlab
 
-        if not _is_loopback(host) and not api_key:
+        if not is_loopback(host) and not api_key:
             typer.echo(
                 f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True
             )
@@ -77,6 +88,9 @@ def register(app: typer.Typer) -> None:
                 max_prompt_tokens=max_prompt_tokens,
                 max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                 api_key=api_key,
+                allow_origins=tuple(allow_origin or ()),
+                allow_hosts=tuple(allow_host or ()),
+                ephemeral=ephemeral,
             )
             if vectors is not None and not vectors.is_dir():
                 raise SteerlabError(f"--vectors must be a folder of vector files; {vectors} is not a folder")
@@ -85,9 +99,19 @@ def register(app: typer.Typer) -> None:
         except SteerlabError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
-        names = app_.state.steerlab.registry.names()
+        registry = app_.state.steerlab.registry
+        for name, reason in registry.skipped:
+            typer.echo(f"warning: skipped {name} in --vectors: {reason}", err=True)
+        names = registry.names()
         typer.echo(
             f"steerlab: serving {lm.model_id} on http://{host}:{port} "
             f"({len(names)} vector{'s' if len(names) != 1 else ''}{': ' + ', '.join(names) if names else ''})"
         )
+        if registry.persistent:
+            typer.echo(f"steerlab: uploads and deletes are saved in {vectors}")
+        else:
+            reason = "--ephemeral" if ephemeral else "no --vectors folder"
+            typer.echo(
+                f"steerlab: uploads and deletes are kept in memory only ({reason}); a restart forgets them"
+            )
         uvicorn.run(app_, host=host, port=port, log_level=log_level)

@@ -4,9 +4,8 @@ Every loader refuses bad input with a :class:`~steerlab.errors.DataError` naming
 was expected versus found: a steering vector silently built from half a file, or from a misspelt key read as
 empty text, looks plausible and is wrong, so we would rather stop early and say exactly where.
 
-Files may be JSONL (one object per line) or one JSON document holding a list of objects (or an object with a
-``"pairs"`` list), because the shared datasets come both ways. Locations in messages are 1-based line numbers
-in the file in both cases.
+Files are read into line-numbered records by :mod:`steerlab.data.records` (JSONL or one JSON document);
+this module gives the records their meaning.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from steerlab.data.records import Parsed, Record, fail, kind_name, load_records, parse_records, show
 from steerlab.errors import DataError
 
 T = TypeVar("T")
@@ -35,7 +35,6 @@ _AB_MATCHING = ("answer_matching_behavior", "positive_answer")
 _AB_NOT_MATCHING = ("answer_not_matching_behavior", "negative_answer")
 _TEXT_KEYS = ("text", "sentence", "scenario")
 _LABEL_KEYS = ("label", "emotion")
-_PERSONA_KEYS = ("template", "positive", "negative", "suffixes")
 
 
 @dataclass(frozen=True)
@@ -68,153 +67,15 @@ class LabelledExample:
     label: str | int
 
 
-@dataclass(frozen=True)
-class _Record:
-    """A parsed JSON object and where it came from, so later checks can point at the right line."""
-
-    data: Any
-    line: int
-
-
-# --------------------------------------------------------------------------------------------------- reading
-
-#: A file's records, or its top-level object when the file is a persona-template spec.
-_Parsed = list[_Record] | dict[str, Any]
-
-
-def _fail(source: str, line: int | None, message: str) -> DataError:
-    where = f"{source}:{line}" if line is not None else source
-    return DataError(f"{where}: {message}")
-
-
-def _read_text(path: str | Path) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{p}: cannot read: expected an existing file, found nothing at that path") from None
-    except IsADirectoryError:
-        raise DataError(f"{p}: cannot read: expected a file, found a directory") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{p}: cannot read: expected UTF-8 text, found undecodable bytes ({exc.reason})"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read: {exc.strerror or exc}") from None
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-def _array_records(text: str, pos: int) -> list[_Record]:
-    """Elements of the JSON array starting at ``pos``, each with the line it starts on.
-
-    Only called on text that already parsed as valid JSON: decoding element by element is how we keep line
-    numbers, which ``json.loads`` throws away.
-    """
-    decoder = json.JSONDecoder()
-    records: list[_Record] = []
-    line, counted = 1, 0
-    pos = _skip_ws(text, pos + 1)  # past "["
-    while text[pos] != "]":
-        value, end = decoder.raw_decode(text, pos)
-        line, counted = line + text.count("\n", counted, pos), pos
-        records.append(_Record(value, line))
-        pos = _skip_ws(text, end)
-        if text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-    return records
-
-
-def _key_offset(text: str, key: str) -> int:
-    """Offset of the value of a top-level ``key`` in valid JSON object text (a text search could hit a nested key)."""
-    decoder = json.JSONDecoder()
-    pos = _skip_ws(text, text.index("{") + 1)
-    while True:
-        name, pos = decoder.raw_decode(text, pos)
-        pos = _skip_ws(text, _skip_ws(text, pos) + 1)  # past ":"
-        if name == key:
-            return pos
-        _, pos = decoder.raw_decode(text, pos)
-        pos = _skip_ws(text, _skip_ws(text, pos) + 1)  # past ","
-
-
-def _jsonl_records(text: str, source: str) -> list[_Record]:
-    records = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(_Record(json.loads(line), number))
-        except json.JSONDecodeError as exc:
-            raise _fail(
-                source, number, f"invalid JSON line: expected one JSON object, found {exc.msg}"
-            ) from None
-    return records
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
-def _records(text: str, source: str) -> _Parsed:
-    """The records of a file, or the top-level object itself when it is a persona-template spec.
-
-    ``.jsonl`` files are read line by line. Anything else is tried as one JSON document first, then as JSONL
-    when its first line is a JSON value by itself; otherwise the decoder's error and line are reported, which
-    points at the real mistake in a pretty-printed file.
-    """
-    if source.endswith(".jsonl") or not text.strip():
-        return _jsonl_records(text, source)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if _is_json(next(line for line in text.split("\n") if line.strip())):
-            return _jsonl_records(text, source)
-        raise _fail(source, exc.lineno, f"invalid JSON: {exc.msg}") from None
-    if isinstance(doc, list):
-        return _array_records(text, text.index("["))
-    if isinstance(doc, dict) and isinstance(doc.get("pairs"), list):
-        return _array_records(text, _key_offset(text, "pairs"))
-    if isinstance(doc, dict) and all(k in doc for k in _PERSONA_KEYS):
-        return doc
-    if isinstance(doc, dict):  # a one-record file
-        return [_Record(doc, text[: text.index("{")].count("\n") + 1)]
-    raise _fail(source, 1, f"expected JSON objects or a list of them, found a top-level {_kind(doc)}")
-
-
-def _load(path: str | Path) -> tuple[_Parsed, str]:
-    source = str(path)
-    return _records(_read_text(path), source), source
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _show(value: Any) -> str:
-    shown = json.dumps(value, ensure_ascii=False, default=repr)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
 # ------------------------------------------------------------------------------------------------- fields
 
 
-def _object(record: _Record, source: str) -> dict[str, Any]:
+def _object(record: Record, source: str) -> dict[str, Any]:
     if not isinstance(record.data, dict):
-        raise _fail(
-            source, record.line, f"expected a JSON object, found a {_kind(record.data)} {_show(record.data)}"
+        raise fail(
+            source,
+            record.line,
+            f"expected a JSON object, found a {kind_name(record.data)} {show(record.data)}",
         )
     return record.data
 
@@ -224,15 +85,17 @@ def _pick(obj: dict[str, Any], names: Sequence[str], line: int, source: str) -> 
         if name in obj:
             return name, obj[name]
     wanted = " or ".join(repr(n) for n in names)
-    raise _fail(source, line, f"missing key {wanted}: found keys {sorted(obj)}")
+    raise fail(source, line, f"missing key {wanted}: found keys {sorted(obj)}")
 
 
 def _text(obj: dict[str, Any], names: Sequence[str], line: int, source: str) -> str:
     name, value = _pick(obj, names, line, source)
     if not isinstance(value, str):
-        raise _fail(source, line, f"expected {name!r} to be a string, found a {_kind(value)} {_show(value)}")
+        raise fail(
+            source, line, f"expected {name!r} to be a string, found a {kind_name(value)} {show(value)}"
+        )
     if not value.strip():
-        raise _fail(source, line, f"expected {name!r} to be a non-empty string, found {_show(value)}")
+        raise fail(source, line, f"expected {name!r} to be a non-empty string, found {show(value)}")
     return value
 
 
@@ -246,24 +109,24 @@ def _label(obj: dict[str, Any], line: int, source: str) -> str | int:
     name, value = _pick(obj, _LABEL_KEYS, line, source)
     # bool is an int in Python; a true/false label is more likely a mistake than a class id, so refuse it.
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _fail(
+        raise fail(
             source,
             line,
-            f"expected {name!r} to be a string or integer, found a {_kind(value)} {_show(value)}",
+            f"expected {name!r} to be a string or integer, found a {kind_name(value)} {show(value)}",
         )
     if isinstance(value, str) and not value.strip():
-        raise _fail(source, line, f"expected {name!r} to be a non-empty string, found {_show(value)}")
+        raise fail(source, line, f"expected {name!r} to be a non-empty string, found {show(value)}")
     return value
 
 
 def _require_count(count: int, what: str, source: str) -> None:
     if count < MIN_PER_SIDE:
-        raise _fail(source, None, f"expected at least {MIN_PER_SIDE} {what}, found {count}")
+        raise fail(source, None, f"expected at least {MIN_PER_SIDE} {what}, found {count}")
 
 
-def _list_records(parsed: _Parsed, what: str, source: str) -> list[_Record]:
+def _list_records(parsed: Parsed, what: str, source: str) -> list[Record]:
     if isinstance(parsed, dict):
-        raise _fail(source, None, f"expected {what}, found a persona template (load it with load_pairs)")
+        raise fail(source, None, f"expected {what}, found a persona template (load it with load_pairs)")
     return parsed
 
 
@@ -287,7 +150,7 @@ def persona_pairs(template: str, positive: str, negative: str, suffixes: Sequenc
     for number, suffix in enumerate(suffixes, start=1):
         if not isinstance(suffix, str) or not suffix.strip():
             raise DataError(
-                f"persona template: suffix {number}: expected a non-empty string, found {_show(suffix)}"
+                f"persona template: suffix {number}: expected a non-empty string, found {show(suffix)}"
             )
     pos, neg = template.replace("{persona}", positive), template.replace("{persona}", negative)
     return [ContrastPair(f"{pos} {s}", f"{neg} {s}") for s in suffixes]
@@ -300,7 +163,7 @@ def _persona_spec(spec: dict[str, Any], source: str) -> list[ContrastPair]:
         raise DataError(f"{source}: {exc}") from None
 
 
-def _parse_pairs(parsed: _Parsed, source: str) -> list[ContrastPair]:
+def _parse_pairs(parsed: Parsed, source: str) -> list[ContrastPair]:
     if isinstance(parsed, dict):
         return _persona_spec(parsed, source)
     pairs = []
@@ -319,7 +182,7 @@ def _parse_pairs(parsed: _Parsed, source: str) -> list[ContrastPair]:
 
 def load_pairs(path: str | Path) -> list[ContrastPair]:
     """Load contrast pairs from JSONL, a JSON list, a ``{"pairs": [...]}`` object or a persona template file."""
-    return _parse_pairs(*_load(path))
+    return _parse_pairs(*load_records(path))
 
 
 # ----------------------------------------------------------------------------------------------------- A/B
@@ -335,11 +198,11 @@ def ab_letter(answer: str) -> str:
     """
     match = _LETTER.fullmatch(answer) if isinstance(answer, str) else None
     if match is None:
-        raise DataError(f"expected an answer letter like '(A)' or '(B)', found {_show(answer)}")
+        raise DataError(f"expected an answer letter like '(A)' or '(B)', found {show(answer)}")
     return match.group(1)
 
 
-def _parse_ab(parsed: _Parsed, source: str) -> list[ABItem]:
+def _parse_ab(parsed: Parsed, source: str) -> list[ABItem]:
     items = []
     for record in _list_records(parsed, "A/B items", source):
         obj = _object(record, source)
@@ -348,9 +211,9 @@ def _parse_ab(parsed: _Parsed, source: str) -> list[ABItem]:
         try:
             matching, not_matching = (ab_letter(a) for a in answers)
         except DataError as exc:
-            raise _fail(source, record.line, str(exc)) from None
+            raise fail(source, record.line, str(exc)) from None
         if matching == not_matching:
-            raise _fail(
+            raise fail(
                 source,
                 record.line,
                 f"expected two different answer letters, found {matching!r} for both sides",
@@ -362,7 +225,7 @@ def _parse_ab(parsed: _Parsed, source: str) -> list[ABItem]:
 
 def load_ab(path: str | Path) -> list[ABItem]:
     """Load CAA-style A/B items (original ``answer_*_behavior`` keys or normalised ``*_answer`` keys)."""
-    return _parse_ab(*_load(path))
+    return _parse_ab(*load_records(path))
 
 
 def ab_to_pairs(
@@ -389,7 +252,7 @@ def ab_to_pairs(
 # ----------------------------------------------------------------------------------------------- labelled
 
 
-def _parse_labelled(parsed: _Parsed, source: str) -> list[LabelledExample]:
+def _parse_labelled(parsed: Parsed, source: str) -> list[LabelledExample]:
     examples = []
     for record in _list_records(parsed, "labelled examples", source):
         obj = _object(record, source)
@@ -400,7 +263,7 @@ def _parse_labelled(parsed: _Parsed, source: str) -> list[LabelledExample]:
     for example in examples:
         counts[example.label] = counts.get(example.label, 0) + 1
     if len(counts) < 2:
-        raise _fail(source, None, f"expected at least 2 distinct labels, found {sorted(map(str, counts))}")
+        raise fail(source, None, f"expected at least 2 distinct labels, found {sorted(map(str, counts))}")
     for label, count in counts.items():
         _require_count(count, f"examples labelled {label!r}", source)
     return examples
@@ -408,7 +271,7 @@ def _parse_labelled(parsed: _Parsed, source: str) -> list[LabelledExample]:
 
 def load_labelled(path: str | Path) -> list[LabelledExample]:
     """Load ``{"text", "label"}`` JSONL (also ``sentence``/``scenario`` for text and ``emotion`` for label)."""
-    return _parse_labelled(*_load(path))
+    return _parse_labelled(*load_records(path))
 
 
 def _same_label(a: str | int, b: str | int) -> bool:
@@ -445,7 +308,7 @@ def labelled_to_pairs(
 # ------------------------------------------------------------------------------------------- instructions
 
 
-def _parse_instructions(parsed: _Parsed, source: str) -> list[str]:
+def _parse_instructions(parsed: Parsed, source: str) -> list[str]:
     out = []
     for record in _list_records(parsed, "instructions", source):
         out.append(_text(_object(record, source), ("instruction",), record.line, source))
@@ -455,12 +318,12 @@ def _parse_instructions(parsed: _Parsed, source: str) -> list[str]:
 
 def load_instructions(path: str | Path) -> list[str]:
     """Load the ``instruction`` field of each row (refusal-direction JSONL or its original JSON lists)."""
-    return _parse_instructions(*_load(path))
+    return _parse_instructions(*load_records(path))
 
 
 # ------------------------------------------------------------------------------------------------- sniffing
 
-_PARSERS: dict[str, Callable[[_Parsed, str], list[Any]]] = {
+_PARSERS: dict[str, Callable[[Parsed, str], list[Any]]] = {
     "pairs": _parse_pairs,
     "ab": _parse_ab,
     "labelled": _parse_labelled,
@@ -487,15 +350,15 @@ def load_any(path: str | Path) -> tuple[str, list[Any]]:
     ``kind`` is ``"pairs"``, ``"ab"``, ``"labelled"`` or ``"instructions"``. The format is decided by the keys
     of the first record, so tools like the linter can take any data file without being told its type.
     """
-    parsed, source = _load(path)
+    parsed, source = load_records(path)
     if isinstance(parsed, dict):
         return "pairs", _persona_spec(parsed, source)
     if not parsed:
-        raise _fail(source, None, f"expected at least {MIN_PER_SIDE} records, found an empty file")
+        raise fail(source, None, f"expected at least {MIN_PER_SIDE} records, found an empty file")
     first = _object(parsed[0], source)
     kind = _sniff(first)
     if kind is None:
-        raise _fail(
+        raise fail(
             source,
             parsed[0].line,
             "unknown format: expected keys positive+negative (pairs), question+answer_matching_behavior (A/B), "
@@ -569,7 +432,7 @@ def demo_pairs(name: str = "happy_sad") -> list[ContrastPair]:
     Packaged rather than read from the repo so the demo and the tests work from an installed wheel.
     """
     text, source = _resource_text("demo", f"{name}.json")
-    return _parse_pairs(_records(text, source), source)
+    return _parse_pairs(parse_records(text, source), source)
 
 
 def neutral_prompts() -> list[str]:
@@ -578,5 +441,5 @@ def neutral_prompts() -> list[str]:
     doc = json.loads(text)
     prompts = doc.get("prompts") if isinstance(doc, dict) else None
     if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise DataError(f"{source}: expected {{'prompts': [non-empty strings]}}, found {_show(doc)}")
+        raise DataError(f"{source}: expected {{'prompts': [non-empty strings]}}, found {show(doc)}")
     return list(prompts)

@@ -1,18 +1,32 @@
 """The one intervention engine: specs, compiled plans, hooks."""
 
-from steerlab.engine.context import SteeringContext
-from steerlab.engine.plan import Plan, Term, additive_plan, compile_plan
+from steerlab.engine.context import SteeringContext, unsteered
+from steerlab.engine.plan import (
+    Norms,
+    Plan,
+    Term,
+    add_vector,
+    additive_plan,
+    compile_plan,
+    direction_at,
+    norm_sites_needed,
+)
 from steerlab.engine.spec import OPS, Steering, as_steerings, parse_layers, parse_positions
 
 __all__ = [
     "OPS",
+    "Norms",
     "Plan",
     "Steering",
     "SteeringContext",
     "Term",
+    "add_vector",
     "additive_plan",
     "as_steerings",
     "compile_plan",
+    "direction_at",
+    "norm_sites_needed",
     "parse_layers",
     "parse_positions",
+    "unsteered",
 ]

@@ -2,13 +2,16 @@
 
 Weights are never touched: every edit lives in a forward hook that returns a new tensor, so removing
 the hooks restores the model bit for bit. A context is an object (no global registry): contexts nest,
-the inner one's hooks run after the outer one's, and each exits on its own.
+the inner one's hooks run after the outer one's, and each exits on its own. The handle lists the
+contexts installed on it, in order, so :func:`unsteered` can lift them all for a clean measurement and
+put them back exactly as they were; hooks therefore never need to check a "paused" flag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -16,18 +19,31 @@ from steerlab.engine import ops
 from steerlab.engine.plan import Plan, Term, compile_plan
 from steerlab.engine.spec import Steering
 from steerlab.errors import SteeringError
+from steerlab.models.handle import ModelHandle
 
-if TYPE_CHECKING:
-    from steerlab.lm import LM
+#: Compiles per-row steerings into a plan for one model (e.g. ``LM.compile``, which supplies norms).
+Compiler = Callable[..., Plan]
 
 
 class SteeringContext:
-    """Hooks for one plan. Use as ``with lm.steer(...):``; ``set_rows`` swaps per-row steerings live."""
+    """Hooks for one plan. Use as ``with lm.steer(...):``; ``set_rows`` swaps per-row steerings live.
 
-    def __init__(self, lm: LM, plan: Plan, *, per_row: bool = False) -> None:
-        self.lm = lm
+    ``compile`` turns new rows into a plan for :meth:`set_rows`; without one, rows are compiled with no
+    measured norms (fine for raw units and vectors that record their norms, a clear error otherwise).
+    """
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        plan: Plan,
+        *,
+        per_row: bool = False,
+        compile: Compiler | None = None,
+    ) -> None:
+        self.handle = handle
         self.plan = plan
         self.per_row = per_row
+        self._compile = compile
         self._handles: list[Any] = []
         self._positions: torch.Tensor | None = None
         self._prompt_len: torch.Tensor | None = None
@@ -43,50 +59,65 @@ class SteeringContext:
 
     @property
     def active(self) -> bool:
-        return bool(self._handles)
+        return any(ctx is self for ctx in self.handle.steering_contexts)
 
     def install(self) -> None:
-        if self._handles:
+        if self.active:
             raise SteeringError("this steering context is already installed; create a new one to nest")
+        self._hook()
+        self.handle.steering_contexts.append(self)
+
+    def remove(self) -> None:
+        self._unhook()
+        live = self.handle.steering_contexts
+        live[:] = [ctx for ctx in live if ctx is not self]
+        self._positions = self._prompt_len = None
+        self._masks.clear()
+
+    def _hook(self) -> None:
+        """Register this plan's hooks (all or none)."""
         try:
             if self.plan.needs_positions or self.per_row:
-                self._handles.append(
-                    self.lm.model.register_forward_pre_hook(self._track_positions, with_kwargs=True)
-                )
+                model = self.handle.model
+                self._handles.append(model.register_forward_pre_hook(self._track_positions, with_kwargs=True))
             for (layer, site), terms in self.plan.terms.items():
-                module = self.lm.anatomy.module(layer, site)
+                module = self.handle.anatomy.module(layer, site)
                 if site == "head":
                     self._handles.append(module.register_forward_pre_hook(self._pre_hook(terms)))
                 else:
                     self._handles.append(module.register_forward_hook(self._post_hook(terms)))
         except Exception:
-            self.remove()
+            self._unhook()
             raise
 
-    def remove(self) -> None:
+    def _unhook(self) -> None:
+        """Take the hooks off, keeping token-position state (a lifted context resumes mid-generation)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._positions = self._prompt_len = None
-        self._masks.clear()
 
     def set_rows(self, rows: Sequence[Sequence[Steering]], *, strict_model: bool = True) -> None:
-        """Replace the per-row steerings (e.g. when requests join or leave a shared batch)."""
+        """Replace the per-row steerings (e.g. when requests join or leave a shared batch).
+
+        The new plan is compiled first, so a bad row leaves the current steering installed.
+        """
+        if self._compile is not None:
+            plan = self._compile(rows, strict_model=strict_model)
+        else:
+            plan = compile_plan(self.handle, rows, norms={}, strict_model=strict_model)
         was_active = self.active
         self.remove()
-        self.plan = compile_plan(self.lm, rows, strict_model=strict_model)
+        self.plan = plan
         self.per_row = True
         if was_active:
             self.install()
 
     def set_prompt_lengths(self, lengths: torch.Tensor) -> None:
         """Override how many tokens of each row count as prompt (for callers that prefill piecewise)."""
-        self._prompt_len = lengths.to(self.lm.device)
+        self._prompt_len = lengths.to(self.handle.device)
 
     # --------------------------------------------------------------- hooks
     def _track_positions(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        if self.lm.steering_paused:
-            return
         ids = kwargs.get("input_ids", args[0] if args else None)
         ref = ids if ids is not None else kwargs.get("inputs_embeds")
         batch, length = ref.shape[0], ref.shape[1]
@@ -104,7 +135,9 @@ class SteeringContext:
             real = torch.ones(batch, length, dtype=torch.bool, device=ref.device)
             absolute = torch.arange(past_len, past_len + length, device=ref.device).expand(batch, length)
         if past_len == 0 or self._prompt_len is None or self._prompt_len.shape[0] != batch:
-            self._prompt_len = real.sum(-1) if past_len == 0 else torch.zeros(batch, dtype=torch.long)
+            self._prompt_len = (
+                real.sum(-1) if past_len == 0 else torch.zeros(batch, dtype=torch.long, device=ref.device)
+            )
         self._positions = torch.where(real, absolute, torch.full_like(absolute, -1))
         self._masks.clear()
 
@@ -129,7 +162,7 @@ class SteeringContext:
                 raise SteeringError(
                     f"per-row steering was built for {term.rows} rows but the forward pass has {h.shape[0]}"
                 )
-            new = h if term.delta is None else h + term.delta
+            new = h if term.delta is None else ops.add(h, term.delta)
             if term.u is not None:
                 new = ops.set_component(new, term.u, term.a, term.b)
             h = new if term.kind is None else torch.where(self._mask(term, h), new, h)
@@ -148,8 +181,6 @@ class SteeringContext:
             return self._add_hook(terms)
 
         def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
-            if self.lm.steering_paused:
-                return None
             if isinstance(output, torch.Tensor):
                 return self._apply_site(terms, output)
             return (self._apply_site(terms, output[0]), *output[1:])
@@ -159,17 +190,15 @@ class SteeringContext:
     def _add_hook(self, terms: list[Term]):
         """The common case (one additive edit at every position) with nothing else on the hot path."""
         delta, rows = terms[0].delta, terms[0].rows
-        lm = self.lm
 
         def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
-            if lm.steering_paused:
-                return None
             h = output if isinstance(output, torch.Tensor) else output[0]
             if h.dim() != 3:  # flattened tokens: the general path views them back
                 new = self._apply_site(terms, h)
                 return new if h is output else (new, *output[1:])
             if rows != 1 and h.shape[0] != rows:
                 self._apply(terms, h)  # raises the row-count error
+            # ops.add written out: one Python call less on the hottest path of all
             if h is output:
                 return output + delta
             return (output[0] + delta, *output[1:])
@@ -178,8 +207,24 @@ class SteeringContext:
 
     def _pre_hook(self, terms: list[Term]):
         def hook(module: torch.nn.Module, args: tuple) -> tuple | None:
-            if self.lm.steering_paused:
-                return None
             return (self._apply_site(terms, args[0]), *args[1:])
 
         return hook
+
+
+@contextlib.contextmanager
+def unsteered(handle: ModelHandle) -> Iterator[None]:
+    """Run ``handle``'s model unsteered for a moment (e.g. to measure typical norms).
+
+    Every installed context's hooks come off, newest first, and go back on in their original order when
+    the block ends (also after an exception); position state is kept, so a context lifted between two
+    decode steps resumes where it was.
+    """
+    live = list(handle.steering_contexts)
+    for ctx in reversed(live):
+        ctx._unhook()
+    try:
+        yield
+    finally:
+        for ctx in live:
+            ctx._hook()

@@ -1,13 +1,17 @@
 """The intervention math as pure tensor functions (the hooks only route tensors to these).
 
 Every op is written as ``h' = h + delta + ((a - 1) * c + b) * u`` with ``c = h . u`` for a unit ``u``:
-``add`` is ``delta``; ``ablate``/``clamp``/``scale`` set the new component to ``a * c + b``. Rows that a
-term does not touch carry ``delta = 0``, ``u = 0``, ``a = 1``, ``b = 0`` and come out bit-identical.
+``add`` is ``delta``; ``ablate``/``clamp``/``scale`` set the new component to ``a * c + b`` with the
+``(a, b)`` of :func:`component_rule`. The plan computes the coefficients once; the hooks apply
+:func:`add`, :func:`set_component` and :func:`position_mask`. Rows that a term does not touch carry
+``delta = 0``, ``u = 0``, ``a = 1``, ``b = 0`` and come out bit-identical.
 """
 
 from __future__ import annotations
 
 import torch
+
+from steerlab.errors import SteeringError
 
 OP_CODES = {"all": 0, "prompt": 1, "generated": 2, "from": 3}
 NO_END = 1 << 62
@@ -29,20 +33,19 @@ def set_component(h: torch.Tensor, u: torch.Tensor, a: torch.Tensor, b: torch.Te
     return h + ((a - 1) * c + b) * u
 
 
-def ablate(h: torch.Tensor, u: torch.Tensor, fraction: float = 1.0) -> torch.Tensor:
-    """Remove ``fraction`` of the component along unit ``u`` (1 = directional ablation)."""
-    one = torch.ones((), dtype=h.dtype)
-    return set_component(h, u, one - fraction, torch.zeros((), dtype=h.dtype))
+def component_rule(op: str, strength: float, typical: float = 1.0) -> tuple[float, float]:
+    """The ``(a, b)`` of :func:`set_component` for the projection ops: the new component is ``a * c + b``.
 
-
-def clamp(h: torch.Tensor, u: torch.Tensor, value: float) -> torch.Tensor:
-    """Set the component along unit ``u`` to ``value``."""
-    return set_component(h, u, torch.zeros((), dtype=h.dtype), torch.tensor(value, dtype=h.dtype))
-
-
-def scale(h: torch.Tensor, u: torch.Tensor, factor: float) -> torch.Tensor:
-    """Multiply the component along unit ``u`` by ``factor``."""
-    return set_component(h, u, torch.tensor(factor, dtype=h.dtype), torch.zeros((), dtype=h.dtype))
+    ``ablate`` removes a fraction ``strength`` of ``c``; ``clamp`` sets ``c`` to ``strength * typical``
+    (``typical`` is 1 for the raw unit); ``scale`` multiplies ``c`` by ``strength``.
+    """
+    if op == "ablate":
+        return 1.0 - strength, 0.0
+    if op == "clamp":
+        return 0.0, strength * typical
+    if op == "scale":
+        return strength, 0.0
+    raise SteeringError(f"'{op}' is not a projection op (ablate, clamp, scale)")
 
 
 def position_mask(

@@ -2,22 +2,35 @@
 
 The hot path must cost about what a bare hook costs, so all arithmetic that does not depend on the
 activations (normalising directions, applying strength units, stacking rows) happens here, once.
+
+Compilation is pure: it never runs the model. A ``unit="norm"`` steering needs the typical norm at each
+layer it edits; the vector's recorded norms come first, and for the rest the caller passes ``norms``
+(site -> layer -> typical norm), measured beforehand by :func:`steerlab.reader.typical_norms`.
+:func:`norm_sites_needed` says which sites those are, so nothing is measured that is not used.
+
+:func:`direction_at` and :func:`add_vector` are the public pieces that bake and GGUF export use to
+produce exactly the tensor the runtime engine adds, instead of restating the rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from steerlab.engine.ops import OP_CODES
+from steerlab.engine import ops
 from steerlab.engine.spec import Steering, parse_positions
 from steerlab.errors import SteeringError
+from steerlab.models.anatomy import Anatomy
+from steerlab.models.handle import ModelHandle
 
 if TYPE_CHECKING:
-    from steerlab.lm import LM
+    from steerlab.vector import SteeringVector
+
+#: Typical activation norms measured on a model: ``site -> layer -> median token norm``.
+Norms = Mapping[str, Mapping[int, float]]
 
 
 @dataclass
@@ -60,8 +73,13 @@ class Plan:
         return any(t.kind is not None for terms in self.terms.values() for t in terms)
 
 
-def _direction(steering: Steering, layer: int) -> torch.Tensor:
-    vector = steering.vector
+# ------------------------------------------------------------------------------ public pure pieces
+def direction_at(vector: SteeringVector, layer: int) -> torch.Tensor:
+    """The stored (raw) direction a vector contributes at ``layer``.
+
+    A multi-layer vector is used only at its own layers; a single-layer vector at any layer (a direction
+    found at one depth is commonly applied over a band of layers).
+    """
     if layer in vector.directions:
         return vector.directions[layer]
     if len(vector.directions) == 1:
@@ -72,45 +90,102 @@ def _direction(steering: Steering, layer: int) -> torch.Tensor:
     )
 
 
-def _edits_for(lm: LM, steering: Steering, *, strict_model: bool) -> dict[tuple[int, str], _Edit]:
+def uses_typical_norm(steering: Steering) -> bool:
+    """Whether the steering's strength is relative to a typical norm (``add``/``clamp`` in unit norm)."""
+    return steering.unit == "norm" and steering.op in ("add", "clamp")
+
+
+def recorded_norm(steering: Steering, layer: int) -> float | None:
+    """The typical norm the vector itself records for ``layer`` at the steered site, if any.
+
+    Norms are recorded at the site the vector was read; steering another site (same width) uses that
+    site's own measured norm instead.
+    """
+    if steering.resolved_site != steering.vector.site:
+        return None
+    return steering.vector.norms.get(layer)
+
+
+def typical_norm_at(steering: Steering, layer: int, norms: Norms) -> float:
+    """The norm a ``unit="norm"`` strength multiplies at ``layer``: recorded first, else ``norms``."""
+    recorded = recorded_norm(steering, layer)
+    if recorded is not None:
+        return recorded
+    site = steering.resolved_site
+    measured = norms.get(site, {})
+    if layer not in measured:
+        raise SteeringError(
+            f"strength unit 'norm' needs the typical '{site}' norm at layer {layer}: the vector records "
+            "none and none was given (measure them with steerlab.reader.typical_norms, or use unit='raw')"
+        )
+    return float(measured[layer])
+
+
+def add_vector(steering: Steering, layer: int, typical_norm: float) -> torch.Tensor:
+    """The exact tensor an ``add`` steering adds at ``layer`` (float32 arithmetic, as the engine does).
+
+    ``typical_norm`` is the norm the strength refers to for ``unit="norm"`` (see :func:`typical_norm_at`);
+    it is ignored for ``unit="raw"``, which adds ``strength * direction`` as stored.
+    """
+    if steering.op != "add":
+        raise SteeringError(f"add_vector is for op 'add', got '{steering.op}'")
+    raw = direction_at(steering.vector, layer)
+    strength = steering.resolved_strength()
+    if steering.unit != "norm":
+        return raw * strength
+    norm = raw.norm()
+    unit = raw / norm if norm > 0 else raw
+    return unit * (strength * typical_norm)
+
+
+def norm_sites_needed(model: ModelHandle | Anatomy, rows: Sequence[Sequence[Steering]]) -> set[str]:
+    """Sites whose measured typical norms ``rows`` need: a norm-unit edit at a layer the vector lacks.
+
+    Layers are checked against the model here, so a bad layer fails before any norm is measured.
+    """
+    anatomy = model.anatomy if isinstance(model, ModelHandle) else model
+    sites: set[str] = set()
+    for steerings in rows:
+        for steering in steerings:
+            if not uses_typical_norm(steering):
+                continue
+            for layer in steering.resolved_layers():
+                anatomy.check_layer(layer)
+                if recorded_norm(steering, layer) is None:
+                    sites.add(steering.resolved_site)
+    return sites
+
+
+# ----------------------------------------------------------------------------------- compilation
+def _edits_for(
+    handle: ModelHandle, steering: Steering, norms: Norms, *, strict_model: bool
+) -> dict[tuple[int, str], _Edit]:
     vector = steering.vector
     site = steering.resolved_site
-    if site != vector.site and vector.width != lm.anatomy.site_width(site):
+    anatomy = handle.anatomy
+    if site != vector.site and vector.width != anatomy.site_width(site):
         raise SteeringError(
             f"vector was read at site '{vector.site}' (width {vector.width}); site '{site}' needs width "
-            f"{lm.anatomy.site_width(site)}"
+            f"{anatomy.site_width(site)}"
         )
     if site == vector.site:
-        vector.check_fits(lm.anatomy, lm.model_id, strict_model=strict_model)
+        vector.check_fits(anatomy, handle.model_id, strict_model=strict_model)
     strength = steering.resolved_strength()
     pos = parse_positions(steering.positions)
     edits = {}
     for layer in steering.resolved_layers():
-        lm.anatomy.check_layer(layer)
-        raw = _direction(steering, layer)
-        norm = raw.norm()
-        if norm == 0 and steering.op != "add":
-            raise SteeringError(f"layer {layer}: the direction is all zeros, so '{steering.op}' is undefined")
-        unit = raw / norm if norm > 0 else raw
-        needs_norm = steering.unit == "norm" and steering.op in ("add", "clamp")
-        typical = _typical_norm(lm, steering, layer, site) if needs_norm else 1.0
+        anatomy.check_layer(layer)
+        typical = typical_norm_at(steering, layer, norms) if uses_typical_norm(steering) else 1.0
         if steering.op == "add":
-            vec = unit * (strength * typical) if steering.unit == "norm" else raw * strength
-            edits[(layer, site)] = _Edit("add", vec, 1.0, 0.0, pos)
-        elif steering.op == "ablate":
-            edits[(layer, site)] = _Edit("proj", unit, 1.0 - strength, 0.0, pos)
-        elif steering.op == "clamp":
-            edits[(layer, site)] = _Edit("proj", unit, 0.0, strength * typical, pos)
-        else:  # scale
-            edits[(layer, site)] = _Edit("proj", unit, strength, 0.0, pos)
+            edits[(layer, site)] = _Edit("add", add_vector(steering, layer, typical), 1.0, 0.0, pos)
+            continue
+        raw = direction_at(vector, layer)
+        norm = raw.norm()
+        if norm == 0:
+            raise SteeringError(f"layer {layer}: the direction is all zeros, so '{steering.op}' is undefined")
+        a, b = ops.component_rule(steering.op, strength, typical)
+        edits[(layer, site)] = _Edit("proj", raw / norm, a, b, pos)
     return edits
-
-
-def _typical_norm(lm: LM, steering: Steering, layer: int, site: str) -> float:
-    norms = steering.vector.norms if site == steering.vector.site else {}
-    if layer in norms:
-        return norms[layer]
-    return lm.typical_norms(site)[layer]
 
 
 def _merge_adds(edits: list[_Edit]) -> list[_Edit]:
@@ -139,24 +214,34 @@ def _stack(slot: list[_Edit | None], width: int, dtype: torch.dtype, device: tor
         term.b = torch.tensor([e.b if e else 0.0 for e in proj]).view(rows, 1, 1).to(device, dtype)
     policies = [e.pos if e is not None else ("all", 0) for e in slot]
     if any(p[0] != "all" for p in policies):
-        term.kind = torch.tensor([OP_CODES[p[0]] for p in policies], device=device)
+        term.kind = torch.tensor([ops.OP_CODES[p[0]] for p in policies], device=device)
         term.start = torch.tensor([p[1] for p in policies], device=device)
     return term
 
 
-def compile_plan(lm: LM, rows: Sequence[Sequence[Steering]], *, strict_model: bool = True) -> Plan:
-    """Turn one list of steerings per row (a single list broadcasts to every row) into a :class:`Plan`."""
+def compile_plan(
+    handle: ModelHandle,
+    rows: Sequence[Sequence[Steering]],
+    *,
+    norms: Norms,
+    strict_model: bool = True,
+) -> Plan:
+    """Turn one list of steerings per row (a single list broadcasts to every row) into a :class:`Plan`.
+
+    ``norms`` supplies measured typical norms (site -> layer -> norm) where a norm-unit steering's vector
+    records none; :func:`norm_sites_needed` lists the sites that need them. Never runs the model.
+    """
     per_row: list[dict[tuple[int, str], list[_Edit]]] = []
     for steerings in rows:
         sites: dict[tuple[int, str], list[_Edit]] = {}
         for steering in steerings:
-            for key, edit in _edits_for(lm, steering, strict_model=strict_model).items():
+            for key, edit in _edits_for(handle, steering, norms, strict_model=strict_model).items():
                 sites.setdefault(key, []).append(edit)
         per_row.append({key: _merge_adds(edits) for key, edits in sites.items()})
     plan = Plan(rows=len(rows))
-    dtype, device = lm.dtype, lm.device
+    dtype, device = handle.dtype, handle.device
     for key in sorted({k for row in per_row for k in row}):
-        width = lm.anatomy.site_width(key[1])
+        width = handle.anatomy.site_width(key[1])
         depth = max(len(row.get(key, [])) for row in per_row)
         terms = []
         for i in range(depth):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steerlab.evaluate.sweep import Cell, Progress, SweepSpec, grid, run_sweep
+from steerlab.evaluate.sweep import Cell, Progress, SweepSpec, check_cells, grid, run_sweep
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -115,6 +115,7 @@ def calibrate(
     if not spec.neutral:
         spec.neutral = neutral_prompts()
     cells = list(cells) if cells else default_cells(lm.num_layers)
+    check_cells(lm, spec, cells)  # every rung, before the first (baseline) forward pass
     state_path = Path(state) if state else None
     store: dict[str, dict[str, Any]] = {}
     options = {"executor": executor, "state": state_path, "progress": progress, "store": store}

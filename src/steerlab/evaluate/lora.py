@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from steerlab.decode.padding import right_pad
 from steerlab.errors import DataError, SteeringError
 
 if TYPE_CHECKING:
@@ -102,16 +103,11 @@ def _batches(lm: LM, examples: Sequence[tuple[str, str]], batch_size: int, rng: 
     rng.shuffle(order)
     for start in range(0, len(order), batch_size):
         chunk = [rows[i] for i in order[start : start + batch_size]]
-        width = max(len(h) + len(t) for h, t in chunk)
-        ids = torch.full((len(chunk), width), lm.pad_token_id, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
-        mask = torch.zeros_like(ids)
+        batch = right_pad([h + t for h, t in chunk], lm.pad_token_id)
+        labels = torch.full_like(batch.ids, -100)  # loss on the completion tokens only
         for r, (h, t) in enumerate(chunk):
-            seq = h + t
-            ids[r, : len(seq)] = torch.tensor(seq)
-            labels[r, len(h) : len(seq)] = torch.tensor(t)
-            mask[r, : len(seq)] = 1
-        yield ids.to(lm.device), mask.to(lm.device), labels.to(lm.device)
+            labels[r, len(h) : len(h) + len(t)] = torch.tensor(t)
+        yield batch.ids.to(lm.device), batch.mask.to(lm.device), labels.to(lm.device)
 
 
 def train_lora(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from steerlab.data import ABItem, ab_letter
+from steerlab.decode.padding import right_pad
 from steerlab.errors import DataError
 from steerlab.evaluate import metrics
 from steerlab.evaluate.adaptations import Adaptation, baseline
@@ -61,16 +62,8 @@ def completion_nll(
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            seqs = [h + t for _, h, t in chunk]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), lm.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, s in enumerate(seqs):
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
-            logits = lm.model(
-                input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False
-            ).logits
+            batch = right_pad([h + t for _, h, t in chunk], lm.pad_token_id, lm.device)
+            logits = lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
             for r, (i, h, t) in enumerate(chunk):
                 pred = logits[r, len(h) - 1 : len(h) + len(t) - 1].float().cpu()
                 nll = metrics.token_nll(pred, torch.tensor(t))

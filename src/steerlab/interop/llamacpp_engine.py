@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from steerlab.errors import ModelError, SteeringError
-from steerlab.generate import eos_token_ids, stop_index
+from steerlab.decode import Generation, RowDecoder, drive, eos_token_ids, row_sampling
+from steerlab.errors import ModelError, SteeringError, SteerlabError
 from steerlab.interop.export import as_numpy, baked_add
-from steerlab.sampling import nucleus_probs
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -123,6 +122,7 @@ class LlamaCppEngine:
         self.n_layer = int(llama_cpp.llama_model_n_layer(self.llama._model.model))
         self.n_vocab = int(self.llama.n_vocab())
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama._model.model)
+        self._eog: set[int] | None = None
         if self.lm is not None and (self.lm.hidden_size, self.lm.num_layers) != (self.n_embd, self.n_layer):
             raise ModelError(
                 f"{self.path} has width {self.n_embd} and {self.n_layer} blocks, but the model it is paired "
@@ -221,10 +221,13 @@ class LlamaCppEngine:
             return self.lm.tokenizer.decode(tokens, skip_special_tokens=True)
         return self.llama.detokenize(tokens).decode("utf-8", "replace")
 
-    def _is_eos(self, token: int) -> bool:
+    def _eos(self) -> set[int]:
+        """End-of-generation ids: the paired model's, else the GGUF vocabulary's (looked up once)."""
         if self.lm is not None:
-            return token in eos_token_ids(self.lm)
-        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+            return eos_token_ids(self.lm)
+        if self._eog is None:
+            self._eog = {t for t in range(self.n_vocab) if self._lib.llama_vocab_is_eog(self._vocab, t)}
+        return self._eog
 
     # ------------------------------------------------------------ decoding
     def _next_logits(self) -> np.ndarray:
@@ -269,10 +272,9 @@ class LlamaCppEngine:
         """Same contract as :func:`steerlab.generate.generate` (greedy unless ``temperature > 0``).
 
         Prompts are decoded one after another (llama.cpp's control vector is per context, and batch 1 is
-        where it is fastest on a CPU).  Sampling uses numpy with ``seed`` (its draws differ from torch's).
+        where it is fastest on a CPU). Sampling, seeds, EOS, stop strings and streaming are the decode
+        core's, so the same logits and seed give the same tokens as the torch engine.
         """
-        from steerlab.generate import Generation
-
         if row_steering is not None:
             raise SteeringError(
                 "per-row steering needs the torch engine: llama.cpp applies one control vector per context"
@@ -283,8 +285,10 @@ class LlamaCppEngine:
             raise SteeringError("no prompts given")
         if max_new_tokens < 1:
             raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not 0 < top_p <= 1:
-            raise SteeringError(f"top_p must be in (0, 1], got {top_p}")
+        try:
+            sampling = row_sampling(temperature, top_p, seed, len(prompt_list))
+        except SteerlabError as exc:
+            raise SteeringError(str(exc)) from None
         vectors = self.control_vector(steering, **steer_options) if steering is not None else {}
         encoded = [self._prompt_ids(p, chat, system) for p in prompt_list]
         limit = self.llama.n_ctx()
@@ -294,49 +298,36 @@ class LlamaCppEngine:
                     f"prompt of {len(ids)} tokens + {max_new_tokens} new tokens exceeds the llama.cpp context of "
                     f"{limit}; create the engine with a larger n_ctx"
                 )
-        outs = []
+        eos = self._eos()
+        outs: list[Generation] = []
         with self.steered(vectors):
             for row, ids in enumerate(encoded):
-                rng = np.random.default_rng((seed or 0) + row) if temperature > 0 else None
-                outs.append(
-                    self._one(row, ids, max_new_tokens, temperature, top_p, rng, stop, on_token, Generation)
+                decoder = RowDecoder(
+                    self._decode, max_tokens=max_new_tokens, eos=eos, stop=stop, prompt_tokens=len(ids)
                 )
+                callback = None
+                if on_token is not None:
+
+                    def callback(_: int, token: int, delta: str, row: int = row) -> None:
+                        on_token(row, token, delta)
+
+                outs.append(self._one(ids, decoder, sampling[row], callback))
         values = outs if details else [g.text for g in outs]
         return values[0] if single else values
 
-    def _one(self, row, ids, max_new_tokens, temperature, top_p, rng, stop, on_token, generation_cls):
+    def _one(self, ids: list[int], decoder: RowDecoder, sampling: Any, on_token: Any) -> Generation:
+        import torch
+
+        def logits() -> torch.Tensor:
+            return torch.from_numpy(np.array(self._next_logits(), dtype=np.float32))[None]
+
+        def step(tokens: list[int]) -> torch.Tensor:
+            self.llama.eval(tokens)
+            return logits()
+
         self.llama.reset()
         self.llama.eval(ids)
-        tokens: list[int] = []
-        text, finish = "", None
-        for step in range(max_new_tokens):
-            token = _pick(self._next_logits(), temperature, top_p, rng)
-            if self._is_eos(token):
-                finish = "stop"
-                break
-            tokens.append(token)
-            new_text = self._decode(tokens)
-            cut = stop_index(new_text, stop)
-            if cut is not None:
-                new_text, finish = new_text[:cut], "stop"
-            if on_token is not None and len(new_text) > len(text):
-                on_token(row, token, new_text[len(text) :])
-            text = new_text
-            if finish is not None:
-                break
-            if step + 1 < max_new_tokens:
-                self.llama.eval([token])
-        return generation_cls(text, tokens, finish or "length", len(ids))
-
-
-def _pick(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator | None) -> int:
-    if temperature <= 0 or rng is None:
-        return int(np.argmax(logits))
-    import torch
-
-    probs = nucleus_probs(torch.from_numpy(np.asarray(logits, dtype=np.float32)), temperature, top_p)
-    probs = probs.double().numpy()
-    return int(rng.choice(probs.size, p=probs / probs.sum()))
+        return drive([decoder], [sampling], logits(), step, on_token)[0]
 
 
 def generate_llamacpp(

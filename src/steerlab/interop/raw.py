@@ -30,15 +30,13 @@ import numpy as np
 
 from steerlab.errors import VectorError
 from steerlab.interop.gguf_cvec import check_vector, steerkit_layer_to_ours
+from steerlab.interop.guards import MAX_SAFETENSORS_HEADER, check_safetensors
 
 __all__ = ["FORMAT_STEERKIT_PROBE", "read_steerkit_safetensors", "sniff_format"]
 
 FORMAT_STEERKIT_PROBE = "steerkit probe safetensors"
 
 _SNIFF_BYTES = 4096
-# safetensors headers are JSON describing tensors; anything near this size is not a steering vector and
-# reading it would only waste memory (the reference implementation caps at 100 MB as well).
-_MAX_HEADER = 100 * 1024 * 1024
 _ST_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
 _STEERKIT_REQUIRED = ("layer", "hook_site")
 
@@ -51,7 +49,7 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
     (header_len,) = struct.unpack("<Q", head[:8])
-    return 2 <= header_len <= min(size - 8, _MAX_HEADER) and head[8:9] == b"{"
+    return 2 <= header_len <= min(size - 8, MAX_SAFETENSORS_HEADER) and head[8:9] == b"{"
 
 
 def _looks_like_svec(head: bytes) -> bool:
@@ -85,45 +83,6 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
 
 # ----------------------------------------------------------------------------------------------------
 # safetensors container
-
-
-def _read_header(handle: Any, path: Path, size: int) -> tuple[dict[str, Any], int]:
-    """Return ``(header JSON, offset of the data section)``."""
-    prefix = handle.read(8)
-    if len(prefix) < 8:
-        raise VectorError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-    (header_len,) = struct.unpack("<Q", prefix)
-    if header_len > min(size - 8, _MAX_HEADER):
-        raise VectorError(
-            f"{path}: safetensors header claims {header_len} bytes but the file has {size - 8} after the "
-            "length field; the file is truncated or not safetensors"
-        )
-    try:
-        header = json.loads(handle.read(header_len).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise VectorError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise VectorError(f"{path}: safetensors header must be a JSON object")
-    _check_data_extent(header, 8 + header_len, size, path)
-    return header, 8 + header_len
-
-
-def _check_data_extent(header: dict[str, Any], data_start: int, size: int, path: Path) -> None:
-    """The data section must hold every tensor the header lists; a shorter file was cut off."""
-    ends = [
-        entry["data_offsets"][1]
-        for name, entry in header.items()
-        if name != "__metadata__"
-        and isinstance(entry, dict)
-        and isinstance(entry.get("data_offsets"), list)
-        and len(entry["data_offsets"]) == 2
-        and isinstance(entry["data_offsets"][1], int)
-    ]
-    if ends and data_start + max(ends) > size:
-        raise VectorError(
-            f"{path}: safetensors data section ends at byte {size} but the header needs "
-            f"{data_start + max(ends)}; the file is truncated"
-        )
 
 
 def _entry_layout(name: str, entry: Any, path: Path) -> tuple[str, list[int], int, int]:
@@ -220,10 +179,10 @@ def read_steerkit_safetensors(
     layer via its ``hook_site``; embeddings, the final layernorm and non-residual sites are refused.
     """
     path = Path(path)
+    header, data_start = check_safetensors(path)  # every claimed size against the file, before reading
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            header, data_start = _read_header(handle, path, size)
             meta = _steerkit_metadata(header, path)
             chosen = _pick_method(header, meta, method, path)
             name = f"direction.{chosen}"

@@ -37,6 +37,7 @@ import numpy as np
 from steerlab.errors import VectorError
 from steerlab.interop.atomic import atomic_write
 from steerlab.interop.gguf_cvec import check_vector, validate_directions
+from steerlab.interop.guards import check_svec
 
 __all__ = ["FORMAT_SVEC", "Site", "read_svec", "write_svec"]
 
@@ -60,6 +61,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _load_json(path: Path) -> Any:
+    check_svec(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -22,7 +22,7 @@ from steerlab.methods.pca import check_pairs
 from steerlab.methods.probe import fit_logistic, heldout_split, score_logistic
 
 if TYPE_CHECKING:
-    from steerlab.lm import LM
+    from steerlab.models.handle import ModelHandle
     from steerlab.vector import SteeringVector
 
 
@@ -117,7 +117,7 @@ def iti_directions(
 
 
 def extract_iti(
-    lm: LM,
+    lm: ModelHandle,
     data: Any,
     *,
     top_k: int = 12,
@@ -134,8 +134,8 @@ def extract_iti(
 ) -> SteeringVector:
     """ITI vector (site ``"head"``) from contrast pairs, read through the one reader (or the cache)."""
     from steerlab.act_cache import cached_read
+    from steerlab.data.contrast import contrast_texts, texts_hash
     from steerlab.engine.spec import parse_layers
-    from steerlab.extract import contrast_texts, texts_hash
     from steerlab.vector import SteeringVector
 
     num_heads = lm.anatomy.num_heads

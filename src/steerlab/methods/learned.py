@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from steerlab.decode.padding import right_pad
 from steerlab.errors import DataError
 
 if TYPE_CHECKING:
@@ -77,12 +78,8 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """Sum of log p(completion tokens | prompt) per row, in one right-padded forward (keeps autograd)."""
     seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-    lengths = torch.tensor([len(s) for s in seqs])
-    ids = torch.full((len(seqs), int(lengths.max())), lm.pad_token_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-    mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+    batch = right_pad(seqs, lm.pad_token_id, lm.device)
+    logits = lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
     totals = []
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         rows = logits[i, len(p) - 1 : len(p) + len(c) - 1].float()

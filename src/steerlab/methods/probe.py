@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from steerlab.errors import DataError
-from steerlab.methods.diagnostics import separation
+from steerlab.methods.diagnostics import roc_auc, separation
 from steerlab.methods.pca import check_pairs
 
 
@@ -130,17 +130,9 @@ def score_logistic(w: np.ndarray, b: float, x: np.ndarray, y: np.ndarray) -> dic
     """Accuracy and ROC AUC of the boundary ``w.x + b`` on ``(x, y)``."""
     logits = x @ w + b
     accuracy = float(((logits > 0) == (y == 1)).mean())
-    auc = _auc(logits, y == 1)
+    both_classes = bool((y == 1).any() and (y != 1).any())
+    auc = roc_auc(logits, y == 1) if both_classes else float("nan")
     return {"accuracy": accuracy, "auc": auc}
-
-
-def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic: the chance a positive outscores a negative (ties: half)."""
-    p, n = scores[positive], scores[~positive]
-    if len(p) == 0 or len(n) == 0:
-        return float("nan")
-    above = (p[:, None] > n[None, :]).sum() + 0.5 * (p[:, None] == n[None, :]).sum()
-    return float(above / (len(p) * len(n)))
 
 
 def probe(

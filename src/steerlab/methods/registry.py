@@ -12,16 +12,14 @@ Two kinds of method:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steerlab.errors import DataError
-from steerlab.methods.mean_diff import mean_diff
-from steerlab.methods.pca import pca_center, pca_diff
-from steerlab.methods.probe import probe
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -29,53 +27,123 @@ if TYPE_CHECKING:
 
 PairMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
-#: Pair methods beyond ``mean_diff`` (which ``steerlab.extract`` streams when no cache is asked for).
-PAIR_METHODS: dict[str, PairMethod] = {"pca_diff": pca_diff, "pca_center": pca_center, "probe": probe}
-
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """One line of ``steerlab extract --help``: what the method is and what data it takes."""
+    """One line of ``steerlab extract --help``: what the method is, what data it takes, where it lives.
+
+    ``entry`` is ``"module:function"``; the module is imported only when the method is used, so listing
+    methods (or ``import steerlab``) never pulls in probes, generation or optimisation code.
+    """
 
     name: str
     kind: str  # "pair" or "model"
     data: str  # what it reads
     summary: str
+    entry: str
+
+    def load(self) -> Callable[..., Any]:
+        module, _, function = self.entry.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
 METHODS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
-        MethodInfo("mean_diff", "pair", "pairs", "difference of class means (CAA / DiffMean); streams"),
-        MethodInfo("pca_diff", "pair", "pairs", "first principal axis of paired differences (repeng)"),
-        MethodInfo("pca_center", "pair", "pairs", "first principal axis of pair-centred activations (RepE)"),
-        MethodInfo("probe", "pair", "pairs", "logistic-regression normal; held-out accuracy/AUC per layer"),
-        MethodInfo("iti", "model", "pairs", "top-K attention heads by probe accuracy, mass-mean shift (ITI)"),
-        MethodInfo("refusal", "model", "harmful + harmless instructions", "Arditi et al. refusal direction"),
-        MethodInfo("learned", "model", "pairs with prompt + completions", "BiPO-style optimised vector"),
+        MethodInfo(
+            "mean_diff",
+            "pair",
+            "pairs",
+            "difference of class means (CAA / DiffMean); streams",
+            "steerlab.methods.mean_diff:mean_diff",
+        ),
+        MethodInfo(
+            "pca_diff",
+            "pair",
+            "pairs",
+            "first principal axis of paired differences (repeng)",
+            "steerlab.methods.pca:pca_diff",
+        ),
+        MethodInfo(
+            "pca_center",
+            "pair",
+            "pairs",
+            "first principal axis of pair-centred activations (RepE)",
+            "steerlab.methods.pca:pca_center",
+        ),
+        MethodInfo(
+            "probe",
+            "pair",
+            "pairs",
+            "logistic-regression normal; held-out accuracy/AUC per layer",
+            "steerlab.methods.probe:probe",
+        ),
+        MethodInfo(
+            "iti",
+            "model",
+            "pairs",
+            "top-K attention heads by probe accuracy, mass-mean shift (ITI)",
+            "steerlab.methods.iti:extract_iti",
+        ),
+        MethodInfo(
+            "refusal",
+            "model",
+            "harmful + harmless instructions",
+            "Arditi et al. refusal direction",
+            "steerlab.methods.refusal:extract_refusal",
+        ),
+        MethodInfo(
+            "learned",
+            "model",
+            "pairs with prompt + completions",
+            "BiPO-style optimised vector",
+            "steerlab.methods.learned:train_vector",
+        ),
     )
 }
 
 
-def all_pair_methods() -> dict[str, PairMethod]:
-    return {"mean_diff": mean_diff, **PAIR_METHODS}
+class _PairMethods(Mapping[str, PairMethod]):
+    """Name -> pair-method function, importing each method's module on first access."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+
+    def __getitem__(self, name: str) -> PairMethod:
+        if name not in self._names:
+            raise KeyError(name)
+        return METHODS[name].load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def pair_method_names() -> list[str]:
+    """Every pair method, ``mean_diff`` first (no import of any method module)."""
+    return [name for name, info in METHODS.items() if info.kind == "pair"]
+
+
+#: Pair methods beyond ``mean_diff`` (which ``steerlab.extract`` streams when no cache is asked for).
+PAIR_METHODS: Mapping[str, PairMethod] = _PairMethods(
+    tuple(n for n in pair_method_names() if n != "mean_diff")
+)
+
+
+def all_pair_methods() -> Mapping[str, PairMethod]:
+    """Every pair method by name (loaded on access)."""
+    return _PairMethods(tuple(pair_method_names()))
 
 
 def model_method(name: str) -> Callable[..., SteeringVector]:
-    """The entry point of a model method (imported lazily: they pull in generation/optimisation code)."""
-    if name == "iti":
-        from steerlab.methods.iti import extract_iti
-
-        return extract_iti
-    if name == "refusal":
-        from steerlab.methods.refusal import extract_refusal
-
-        return extract_refusal
-    if name == "learned":
-        from steerlab.methods.learned import train_vector
-
-        return train_vector
-    raise DataError(f"unknown model method '{name}'; available: iti, refusal, learned")
+    """The entry point of a model method (imported now: they pull in generation/optimisation code)."""
+    info = METHODS.get(name)
+    if info is None or info.kind != "model":
+        models = ", ".join(n for n, i in METHODS.items() if i.kind == "model")
+        raise DataError(f"unknown model method '{name}'; available: {models}")
+    return info.load()
 
 
 def run_model_method(lm: LM, data: Any, method: str, **options: Any) -> SteeringVector:
@@ -139,16 +207,3 @@ def check_method(name: str) -> MethodInfo:
     if name not in METHODS:
         raise DataError(f"unknown method '{name}'; available: {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def extract_cached(
-    lm: LM, data: Any, method: str = "mean_diff", *, cache: Any = True, **options: Any
-) -> SteeringVector:
-    """``steerlab.extract`` for a pair method with the activation cache on by default: the second method
-    on the same data reads nothing. ``cache`` is an ``ActCache``, a folder, ``True`` (default folder) or
-    ``None`` (no cache)."""
-    from steerlab.extract import extract
-
-    if check_method(method).kind != "pair":
-        raise DataError(f"method '{method}' is not a pair method; call its own entry point")
-    return extract(lm, data, method, cache=cache, **options)

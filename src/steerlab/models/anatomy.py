@@ -196,6 +196,17 @@ def _last_projection(parent: nn.Module, hidden: int) -> nn.Module | None:
     return found
 
 
+def output_projection(sublayer: nn.Module, hidden: int) -> nn.Module | None:
+    """The projection whose output a sublayer hands to the residual stream (e.g. an MLP's ``down_proj``).
+
+    ``sublayer`` itself when it is that projection (blocks that inline the MLP expose its last linear
+    layer as the ``mlp`` site), else its last direct linear child writing ``hidden`` features.
+    """
+    if _out_features(sublayer) == hidden:
+        return sublayer
+    return _last_projection(sublayer, hidden)
+
+
 def _out_proj(attn: nn.Module | None, hidden: int) -> nn.Module | None:
     """The attention output projection: by name, else the last linear child writing the hidden width."""
     if attn is None:

@@ -16,6 +16,12 @@ class ServerConfig:
     ``max_tokens``: the most tokens one request may ask for (more is a 400); ``default_max_tokens``: used
     when a request names none; ``max_prompt_tokens``: longest prompt; ``max_upload_bytes``: vector files;
     ``max_body_bytes``: JSON request bodies (more is a 413); ``max_vectors``: registry size.
+
+    Browser safety (:class:`steerlab.server.middleware.BrowserGuard`): ``allow_origins`` are origins
+    (``scheme://host[:port]``) besides the server's own whose pages may call it; ``allow_hosts`` are
+    ``Host`` names (``name`` or ``name:port``) besides the bound address and the loopback names; ``"*"``
+    in either turns that check off. ``ephemeral``: uploads and deletes stay in memory even when the app
+    was given a vectors folder (otherwise they are written there).
     """
 
     max_batch: int = 32
@@ -28,6 +34,9 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     max_vectors: int = 256
     api_key: str | None = None
+    allow_origins: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
+    ephemeral: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -49,3 +58,31 @@ class ServerConfig:
             object.__setattr__(self, "default_max_tokens", self.max_tokens)
         if self.api_key is not None and not self.api_key.strip():
             raise SteerlabError("api_key is empty; leave it out to disable authentication")
+        origins = tuple(_origin(o) for o in self.allow_origins)
+        hosts = tuple(_host(h) for h in self.allow_hosts)
+        object.__setattr__(self, "allow_origins", origins)
+        object.__setattr__(self, "allow_hosts", hosts)
+
+
+def _origin(text: str) -> str:
+    """Normalise an allowed origin: ``*`` or ``scheme://host[:port]``, lowercased, no path."""
+    value = str(text).strip().lower().rstrip("/")
+    if value == "*":
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@ "):
+        raise SteerlabError(
+            f"allowed origin {text!r} is not an origin; expected scheme://host[:port] "
+            "(e.g. http://localhost:3000) or '*'"
+        )
+    return value
+
+
+def _host(text: str) -> str:
+    """Normalise an allowed Host name: ``*``, ``name`` (any port) or ``name:port``, lowercased."""
+    value = str(text).strip().lower()
+    if not value or any(c in value for c in "/?#@ ") or "://" in value:
+        raise SteerlabError(
+            f"allowed host {text!r} is not a host name; expected name or name:port (e.g. myserver.lan) or '*'"
+        )
+    return value

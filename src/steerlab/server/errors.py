@@ -66,3 +66,12 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def not_found(message: str, param: str | None = None, code: str = "not_found") -> APIError:
     return APIError(404, message, param=param, code=code)
+
+
+def vector_not_found(name: str, param: str = "name") -> APIError:
+    """The one 404 for a registry name that does not exist."""
+    return not_found(
+        f"no steering vector named '{name}'; GET /v1/steering/vectors lists them",
+        param=param,
+        code="vector_not_found",
+    )

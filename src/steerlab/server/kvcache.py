@@ -112,3 +112,27 @@ def trim(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
         layer.keys = layer.keys[..., first:, :]
         layer.values = layer.values[..., first:, :]
     return cache, mask[:, first:]
+
+
+class Snapshot:
+    """References to everything a dynamic cache holds, taken before a forward pass (cheap: no copies).
+
+    Dynamic caches replace their tensors on every update instead of writing into them, so restoring these
+    references undoes a forward pass that failed halfway (some layers updated, the rest not), and undoes
+    a row selection made to recompute one row alone.
+    """
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.state = dict(vars(cache))
+        self.layers = list(getattr(cache, "layers", []))
+        self.layer_states = [dict(vars(layer)) for layer in self.layers]
+
+    def restore(self) -> None:
+        vars(self.cache).clear()
+        vars(self.cache).update(self.state)
+        if hasattr(self.cache, "layers"):
+            self.cache.layers = list(self.layers)
+        for layer, state in zip(self.layers, self.layer_states, strict=True):
+            vars(layer).clear()
+            vars(layer).update(state)

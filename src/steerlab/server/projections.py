@@ -12,16 +12,17 @@ from typing import Any
 
 import torch
 
+from steerlab.decode import REPLACEMENT
 from steerlab.engine import Steering
+from steerlab.engine.spec import recorded_defaults
 from steerlab.errors import DataError, VectorError
 from steerlab.reader import read
-from steerlab.server.textstream import REPLACEMENT
 from steerlab.vector import SteeringVector
 
 
 def default_layer(vector: SteeringVector) -> int:
     """The middle of the vector's default (else all) layers: where a concept is usually most readable."""
-    layers = list(vector.defaults.get("layers") or vector.layers)
+    layers = list(recorded_defaults(vector).layers or vector.layers)
     return int(layers[len(layers) // 2])
 
 

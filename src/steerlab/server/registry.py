@@ -1,13 +1,21 @@
 """The server's named steering vectors: preloaded from a folder, uploaded, listed, deleted.
 
 Names are chosen by the server: a client may suggest one, which is reduced to a safe slug and made
-unique, and it is only ever a dictionary key. Uploaded bytes are validated by writing them to a private
-temporary file with a server-made name and loading it with :meth:`SteeringVector.load` against the served
-model; nothing a client sends is ever used as a path.
+unique, and it is only ever a dictionary key (and, in a persistent registry, the stem of a file the server
+names itself). Uploaded bytes are validated by writing them to a private temporary file with a
+server-made name and loading it with :meth:`SteeringVector.load` against the served model; nothing a
+client sends is ever used as a path.
+
+Persistence: when the registry was preloaded from a folder with ``persist=True`` (``steerlab serve
+--vectors DIR`` without ``--ephemeral``), an upload is written there atomically as ``<name>.safetensors``
+before it is registered, and a delete removes the entry's file, so a restart sees the same vectors.
+Otherwise uploads and deletes live in memory only.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import tempfile
 import threading
@@ -17,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError, VectorError
+from steerlab.server.errors import APIError
 from steerlab.vector import SteeringVector
 
+log = logging.getLogger("steerlab.server")
+
 VECTOR_SUFFIXES = (".safetensors", ".gguf", ".svec")
+STORED_SUFFIX = ".safetensors"
 _SLUG = re.compile(r"[^a-z0-9_.-]+")
 MAX_NAME = 64
+# Bounds on what a listing repeats for every vector, so that the list route stays small.
+MAX_NOTES = 4096  # characters; longer notes are refused on upload and clipped (with a marker) in listings
+MAX_LABEL = 256  # characters of model_id, method, site
+MAX_DEFAULTS_JSON = 4096  # bytes of the recorded defaults as JSON
 
 
 def slug(text: str, fallback: str = "vector") -> str:
@@ -30,14 +46,46 @@ def slug(text: str, fallback: str = "vector") -> str:
     return name or fallback
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was, so a reader knows it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" [... truncated: {len(text)} characters in all]"
+
+
+def metadata_problems(vector: SteeringVector, *, max_notes: int | None = None) -> list[str]:
+    """What in ``vector``'s descriptive record is too large to list (empty when it is fine).
+
+    Labels and recorded defaults are short by nature, so oversized ones mean a malformed file; notes are
+    free text and only limited where asked (uploads), since a local file's long notes are clipped instead.
+    """
+    problems = []
+    for name in ("model_id", "method", "site"):
+        value = str(getattr(vector, name) or "")
+        if len(value) > MAX_LABEL:
+            problems.append(f"{name} is {len(value)} characters (at most {MAX_LABEL})")
+    try:
+        size = len(json.dumps(vector.defaults, default=str))
+    except (TypeError, ValueError, RecursionError):
+        problems.append("the recorded defaults are not JSON")
+    else:
+        if size > MAX_DEFAULTS_JSON:
+            problems.append(f"the recorded defaults are {size} bytes of JSON (at most {MAX_DEFAULTS_JSON})")
+    notes = vector.notes or ""
+    if max_notes is not None and len(notes) > max_notes:
+        problems.append(f"notes are {len(notes)} characters (at most {max_notes})")
+    return problems
+
+
 @dataclass
 class Entry:
-    """One registered vector and where it came from."""
+    """One registered vector, where it came from, and the file that holds it (if any)."""
 
     name: str
     vector: SteeringVector
     source: str  # "preload", "upload" or "memory"
     created: int = field(default_factory=lambda: int(time.time()))
+    path: Path | None = None
 
     def describe(self) -> dict[str, Any]:
         v = self.vector
@@ -46,25 +94,27 @@ class Entry:
             "object": "steering.vector",
             "created": self.created,
             "source": self.source,
-            "model_id": v.model_id,
-            "method": v.method,
-            "site": v.site,
+            "model_id": clip(v.model_id or "", MAX_LABEL),
+            "method": clip(v.method or "", MAX_LABEL),
+            "site": clip(v.site or "", MAX_LABEL),
             "layers": v.layers,
             "width": v.width,
             "defaults": v.defaults,
-            "notes": v.notes,
+            "notes": clip(v.notes or "", MAX_NOTES),
             "has_norms": bool(v.norms),
         }
 
 
 class VectorRegistry:
-    """Thread-safe name -> vector map for one served model."""
+    """Thread-safe name -> vector map for one served model, optionally mirrored to a folder."""
 
     def __init__(self, lm: Any, max_vectors: int = 256) -> None:
         self.lm = lm
         self.max_vectors = max_vectors
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
+        self.folder: Path | None = None  # where uploads/deletes are persisted; None: memory only
+        self.skipped: list[tuple[str, str]] = []  # (file name, reason) of files preload could not use
 
     def __len__(self) -> int:
         with self._lock:
@@ -73,6 +123,10 @@ class VectorRegistry:
     def __contains__(self, name: str) -> bool:
         with self._lock:
             return name in self._entries
+
+    @property
+    def persistent(self) -> bool:
+        return self.folder is not None
 
     def names(self) -> list[str]:
         with self._lock:
@@ -89,31 +143,87 @@ class VectorRegistry:
             raise KeyError(name)
         return entry
 
-    def add(self, name_hint: str, vector: SteeringVector, source: str = "memory") -> Entry:
-        """Register ``vector``; the stored name is a slug of ``name_hint`` made unique (``-2``, ``-3``...)."""
+    def _taken(self, name: str) -> bool:
+        """A name is taken by an entry, or (persistent) by any vector file in the folder, readable or not."""
+        if name in self._entries:
+            return True
+        return self.folder is not None and any(
+            (self.folder / f"{name}{suffix}").exists() for suffix in VECTOR_SUFFIXES
+        )
+
+    def _check(self, vector: SteeringVector, max_notes: int | None = None) -> None:
         vector.check_fits(self.lm.anatomy, self.lm.model_id)
+        problems = metadata_problems(vector, max_notes=max_notes)
+        if problems:
+            raise VectorError("the vector's record is too large to serve: " + "; ".join(problems))
+
+    def add(
+        self,
+        name_hint: str,
+        vector: SteeringVector,
+        source: str = "memory",
+        *,
+        persist: bool = False,
+        path: Path | None = None,
+    ) -> Entry:
+        """Register ``vector``; the stored name is a slug of ``name_hint`` made unique (``-2``, ``-3``...).
+
+        With ``persist`` and a persistent registry the vector is first written (atomically) to
+        ``<folder>/<name>.safetensors``; if that fails nothing is registered.
+        """
+        self._check(vector)
         base = slug(name_hint)
         with self._lock:
             if len(self._entries) >= self.max_vectors:
                 raise VectorError(f"the registry is full ({self.max_vectors} vectors); delete one first")
             name, n = base, 1
-            while name in self._entries:
+            while self._taken(name):
                 n += 1
                 suffix = f"-{n}"
                 name = base[: MAX_NAME - len(suffix)] + suffix
-            entry = Entry(name, vector, source)
+            if persist and self.folder is not None:
+                path = self._store(name, vector)
+            entry = Entry(name, vector, source, path=path)
             self._entries[name] = entry
         return entry
 
+    def _store(self, name: str, vector: SteeringVector) -> Path:
+        assert self.folder is not None
+        target = self.folder / f"{name}{STORED_SUFFIX}"
+        try:
+            return vector.save(target)
+        except OSError as exc:
+            raise APIError(
+                500,
+                f"the vector could not be stored in the vectors folder ({exc.strerror or exc}); "
+                "nothing was registered",
+                code="storage_error",
+            ) from exc
+
     def remove(self, name: str) -> Entry:
+        """Unregister ``name``; in a persistent registry its file is deleted too, so it stays gone."""
         with self._lock:
-            entry = self._entries.pop(name, None)
-        if entry is None:
-            raise KeyError(name)
+            entry = self._entries.get(name)
+            if entry is None:
+                raise KeyError(name)
+            if self.folder is not None and entry.path is not None:
+                try:
+                    entry.path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise APIError(
+                        500,
+                        f"the vector's file could not be deleted ({exc.strerror or exc}); it stays registered",
+                        code="storage_error",
+                    ) from exc
+            del self._entries[name]
         return entry
 
     def add_bytes(self, data: bytes, name_hint: str) -> Entry:
-        """Validate uploaded file bytes (safetensors / GGUF control vector / .svec) and register them."""
+        """Validate uploaded file bytes (safetensors / GGUF control vector / .svec) and register them.
+
+        Notes longer than :data:`MAX_NOTES` are refused here (a local file's are clipped in listings
+        instead). In a persistent registry the vector is stored before it is registered.
+        """
         if not data:
             raise VectorError("the uploaded file is empty")
         with tempfile.TemporaryDirectory(prefix="steerlab-upload-") as folder:
@@ -127,21 +237,29 @@ class VectorRegistry:
                 raise VectorError(
                     f"the uploaded file is not a readable steering vector ({type(exc).__name__})"
                 ) from exc
-        return self.add(name_hint, vector, "upload")
+        self._check(vector, max_notes=MAX_NOTES)
+        return self.add(name_hint, vector, "upload", persist=True)
 
-    def preload(self, folder: str | Path) -> list[Entry]:
-        """Load every vector file in ``folder`` (not recursive), named after its file stem."""
+    def preload(self, folder: str | Path, *, persist: bool = True) -> list[Entry]:
+        """Load every vector file in ``folder`` (not recursive), named after its file stem.
+
+        A file that cannot be used (unreadable, malformed, made for another model, over the registry's
+        size) is skipped with a warning and listed in :attr:`skipped`; an empty folder is fine. With
+        ``persist`` the folder becomes the registry's store for later uploads and deletes.
+        """
         folder = Path(folder)
         if not folder.is_dir():
             raise VectorError(f"--vectors must be a folder of vector files; {folder} is not a folder")
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VECTOR_SUFFIXES)
-        if not files:
-            raise VectorError(f"no vector files ({', '.join(VECTOR_SUFFIXES)}) in {folder}")
         entries = []
         for path in files:
             try:
                 vector = SteeringVector.load(path, self.lm)
-            except SteerlabError as exc:
-                raise VectorError(f"cannot preload {path.name}: {exc}") from exc
-            entries.append(self.add(path.stem, vector, "preload"))
+                entries.append(self.add(path.stem, vector, "preload", path=path))
+            except Exception as exc:  # one bad file must not stop the server; say which and why
+                reason = str(exc) if isinstance(exc, SteerlabError) else f"{type(exc).__name__}: {exc}"
+                self.skipped.append((path.name, reason))
+                log.warning("skipping %s in %s: %s", path.name, folder, reason)
+        if persist:  # set last: while preloading, a file's own name must not count as taken
+            self.folder = folder
         return entries

@@ -7,87 +7,40 @@ per-row steering from the engine (``lm.steer_rows``); rows that finish are dropp
 installed only for the duration of each forward pass, so the model is unhooked between steps, where
 other model work (projections, norm measurements) runs on the same thread.
 
-The steering math lives in the engine; this module only decides which rows run together and tells the
-engine each row's steering and prompt length.
+Sampling, EOS, stop strings and held-back streaming text are the decode core's (:mod:`steerlab.decode`):
+each job has a :class:`~steerlab.decode.RowDecoder`.
+
+Isolation: one request's failure never touches another's output. Preparing a job (tokenizing, compiling
+its steering) is checked job by job before it joins. If a batched forward pass raises, the cache is
+restored to where it was, each row is recomputed alone to find the ones that fail, those end with an
+error, and the rest run the step again; every row computes exactly what it computes alone, so the
+survivors' outputs are unchanged. Non-finite logits and sampling errors end only their own row.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from steerlab.engine import Steering
+from steerlab.decode import RowDecoder, eos_token_ids, pick_token
 from steerlab.errors import SteerlabError
-from steerlab.generate import cache_arg, eos_token_ids, returned_cache
-from steerlab.sampling import SamplingParams, pick_tokens
 from steerlab.server import kvcache
+from steerlab.server.batch import Batch, BatchModel, Prefilled
 from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError, from_steerlab
+from steerlab.server.jobs import Event, Job, row_error
 from steerlab.server.metrics import Metrics
-from steerlab.server.textstream import TextStream
+
+__all__ = ["Event", "Job", "Scheduler"]
 
 log = logging.getLogger("steerlab.server")
-
-
-@dataclass
-class Event:
-    """What a job reports back: ``start`` (admitted), ``delta`` (text), ``done`` or ``error``."""
-
-    kind: str
-    text: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: APIError | None = None
-
-
-@dataclass
-class Job:
-    """One sequence to generate. ``emit`` is called from the model thread; it must be thread-safe."""
-
-    prompt: str
-    max_tokens: int
-    emit: Callable[[Event], None]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stop: list[str] = field(default_factory=list)
-    steering: list[Steering] = field(default_factory=list)
-    enqueued: float = field(default_factory=time.monotonic)
-    cancelled: bool = False
-    finished: bool = False
-    # filled in by the scheduler
-    ids: list[int] = field(default_factory=list)
-    stream: TextStream | None = None
-
-    def cancel(self) -> None:
-        """Ask the scheduler to drop this job at the next step boundary (safe from any thread)."""
-        self.cancelled = True
-
-
-class _Batch:
-    """The running batch: its jobs in row order and the tensors that carry them between steps."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Job] = []
-        self.cache: Any = None
-        self.mask: torch.Tensor | None = None  # (B, T) over every cached step
-        self.last_pos: torch.Tensor | None = None  # (B,) position id of the last fed token
-        self.pending: torch.Tensor | None = None  # (B,) token to feed next
-        self.prompt_lens: torch.Tensor | None = None  # (B,)
-        self.ctx: Any = None  # steering context for the current row order (None: no row is steered)
-        self.ctx_ready = False  # False after rows join or leave: the context must be rebuilt
-
-    def __len__(self) -> int:
-        return len(self.jobs)
 
 
 class Scheduler:
@@ -100,13 +53,11 @@ class Scheduler:
         self._cv = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
-        self._batch = _Batch()
+        self._batch = Batch()
+        self._model = BatchModel(lm)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._eos = eos_token_ids(lm)
-        self._cache_kw = cache_arg(lm)
-        params = inspect.signature(lm.model.forward).parameters
-        self._head_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         # Continuous batching needs caches that can be merged; known after the first prefill. Models with
         # sliding-window caches fall back to static batching: a new group starts when the batch is empty.
         self.continuous: bool | None = None
@@ -188,7 +139,7 @@ class Scheduler:
                     self._run_call(fn, future)
                 self._guarded(self._drop_cancelled, [])
                 if admitted:
-                    self._guarded(lambda jobs=admitted: self._prefill(jobs), admitted)
+                    self._guarded(lambda jobs=admitted: self._admit(jobs), admitted)
                 if len(self._batch):
                     self._guarded(self._decode_step, [])
                 self.metrics.set("running", len(self._batch))
@@ -225,13 +176,13 @@ class Scheduler:
             future.set_exception(exc)
 
     def _guarded(self, step: Callable[[], None], joining: list[Job]) -> None:
-        """A failing step fails every job it touched with a 500, and the server keeps serving."""
+        """Last resort: a step that failed in a way no single row explains fails the jobs it touched."""
         try:
             step()
         except Exception as exc:
             log.exception("model step failed")
             jobs = list(self._batch.jobs) + list(joining)
-            self._batch = _Batch()
+            self._batch.clear()
             error = APIError(500, f"generation failed: {type(exc).__name__}: {exc}", code="server_error")
             for job in jobs:
                 if not job.finished:
@@ -243,7 +194,7 @@ class Scheduler:
             self._waiting.clear()
             calls = list(self._calls)
             self._calls.clear()
-        self._batch = _Batch()
+        self._batch.clear()
         for job in jobs:
             self._fail(job, APIError(503, "the server is shutting down", code="shutting_down"))
         for _, future in calls:
@@ -262,46 +213,61 @@ class Scheduler:
         self.metrics.add("requests_failed_total")
         self._emit(job, Event("error", error=error))
 
-    def _finish(self, job: Job, reason: str) -> None:
+    def _finish(self, job: Job) -> None:
         job.finished = True
-        assert job.stream is not None
-        tail = job.stream.flush()
-        if tail:
-            self._emit(job, Event("delta", text=tail))
+        assert job.decoder is not None
         self.metrics.add("requests_finished_total")
         self._emit(
             job,
             Event(
                 "done",
-                finish_reason=reason,
+                finish_reason=job.decoder.finish_reason,
                 prompt_tokens=len(job.ids),
-                completion_tokens=len(job.stream.tokens),
+                completion_tokens=len(job.decoder.tokens),
             ),
         )
 
-    def _accept(self, job: Job, token: int) -> bool:
-        """Take one sampled token for ``job``; return True when the job is finished."""
-        assert job.stream is not None
-        if token in self._eos:
-            self._finish(job, "stop")
+    def _accept(self, job: Job, logits: torch.Tensor, finite: bool) -> bool:
+        """Sample ``job``'s next token (kept in ``job.next_token``) from its logits row and feed it to its
+        decoder; True when the job is over. A fault in this row (non-finite logits, a sampling error)
+        ends this job alone.
+        """
+        assert job.decoder is not None
+        try:
+            if not finite:
+                cause = (
+                    "; its steering is too strong for this model (lower the strength)" if job.steering else ""
+                )
+                raise APIError(
+                    400 if job.steering else 500,
+                    f"the model's outputs became non-finite (NaN or infinity) for this request{cause}",
+                    param="steering" if job.steering else None,
+                    code="non_finite_output",
+                )
+            token = pick_token(logits, job.sampling)
+            delta = job.decoder.push(token)
+        except Exception as exc:
+            log.warning("request failed while sampling: %s", exc)
+            self._fail(job, row_error(exc, "sampling"))
             return True
-        delta = job.stream.push(token)
+        job.next_token = token
         if delta:
             self._emit(job, Event("delta", text=delta))
-        if job.stream.stopped:
-            self._finish(job, "stop")
-            return True
-        if len(job.stream.tokens) >= job.max_tokens:
-            self._finish(job, "length")
+        if job.decoder.done:
+            self._finish(job)
             return True
         return False
 
     def _prepare(self, job: Job) -> APIError | None:
-        """Tokenize and check one admitted job on the model thread; return the error that rejects it."""
+        """Tokenize and check one admitted job on its own; return the error that rejects it."""
         try:
             job.ids = self.lm.encode(job.prompt)
         except SteerlabError as exc:
             return from_steerlab(exc, "prompt")
+        except Exception as exc:
+            return APIError(
+                400, f"the prompt could not be tokenized: {type(exc).__name__}: {exc}", param="prompt"
+            )
         limit = self.config.max_prompt_tokens
         if self.max_context is not None:
             limit = min(limit, self.max_context - job.max_tokens)
@@ -318,43 +284,37 @@ class Scheduler:
                 self.lm.steer_rows([job.steering])  # compiles the plan: surfaces bad layers, sites, widths
             except SteerlabError as exc:
                 return from_steerlab(exc, "steering")
-        job.stream = TextStream(self._decode, job.stop)
+            except Exception as exc:  # e.g. a vector whose recorded defaults are malformed
+                return APIError(
+                    400,
+                    f"this request's steering cannot be applied: {type(exc).__name__}: {exc}",
+                    param="steering",
+                    code="invalid_steering",
+                )
+        job.decoder = RowDecoder(
+            self._detokenize,
+            max_tokens=job.max_tokens,
+            eos=self._eos,
+            stop=job.stop,
+            prompt_tokens=len(job.ids),
+        )
         return None
 
-    def _decode(self, ids: list[int]) -> str:
+    def _detokenize(self, ids: list[int]) -> str:
         return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _drop_cancelled(self) -> None:
-        gone = [i for i, job in enumerate(self._batch.jobs) if job.cancelled]
+        gone = {i for i, job in enumerate(self._batch.jobs) if job.cancelled}
         if gone:
             self.metrics.add("requests_cancelled_total", len(gone))
-            self._keep_rows([i for i in range(len(self._batch)) if i not in set(gone)])
+            self._keep_rows([i for i in range(len(self._batch)) if i not in gone])
 
     def _keep_rows(self, rows: list[int]) -> None:
-        b = self._batch
-        if not rows:
-            self._batch = _Batch()
-            return
-        if len(rows) == len(b):
-            return
-        index = torch.tensor(rows, device=self.lm.device)
-        b.cache, b.mask = kvcache.select_rows(b.cache, b.mask, index, cut=bool(self.continuous))
-        b.jobs = [b.jobs[i] for i in rows]
-        b.last_pos, b.pending, b.prompt_lens = (
-            b.last_pos.index_select(0, index),
-            b.pending.index_select(0, index),
-            b.prompt_lens.index_select(0, index),
-        )
-        b.ctx_ready = False
+        self._batch.keep(rows, cut=bool(self.continuous))
 
-    def _steering_ctx(self, jobs: list[Job]) -> Any:
-        rows = [job.steering or None for job in jobs]
-        if not any(rows):
-            return None
-        return self.lm.steer_rows(rows)
-
-    # --------------------------------------------------------------- model
-    def _prefill(self, admitted: list[Job]) -> None:
+    # ------------------------------------------------------------- prefill
+    def _admit(self, admitted: list[Job]) -> None:
+        """Prepare, prefill and sample the first token of newly admitted jobs; merge the live ones in."""
         jobs = []
         for job in admitted:
             error = self._prepare(job)
@@ -363,88 +323,75 @@ class Scheduler:
             else:
                 jobs.append(job)
                 self._emit(job, Event("start", prompt_tokens=len(job.ids)))
+        for group in self._prefill_isolated(jobs):
+            self._join(group)
+
+    def _prefill_isolated(self, jobs: list[Job]) -> list[Prefilled]:
+        """Prefill ``jobs`` together; if that raises, prefill each alone and fail only those that fail."""
         if not jobs:
-            return
-        device = self.lm.device
-        width = max(len(job.ids) for job in jobs)
-        ids = torch.full((len(jobs), width), self.lm.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, job in enumerate(jobs):
-            ids[row, width - len(job.ids) :] = torch.tensor(job.ids)
-            mask[row, width - len(job.ids) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ctx = self._steering_ctx(jobs)
-        with ctx if ctx is not None else contextlib.nullcontext():
-            result = self.lm.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._head_kw
-            )
+            return []
+        try:
+            group = self._model.prefill(jobs)
+        except Exception as exc:
+            if len(jobs) == 1:
+                log.warning("prefill failed for one request: %s", exc)
+                self._fail(jobs[0], row_error(exc, "prefill"))
+                return []
+            log.warning("batched prefill failed (%s); prefilling its %d requests one by one", exc, len(jobs))
+            return [group for job in jobs for group in self._prefill_isolated([job])]
         self.metrics.add("prefills_total")
-        self.metrics.add("prompt_tokens_total", int(mask.sum()))
-        cache = returned_cache(result)
+        self.metrics.add("prompt_tokens_total", int(group.mask.sum()))
+        return [group]
+
+    def _join(self, group: Prefilled) -> None:
+        """Sample each row's first token; rows still going join the running batch."""
         if self.continuous is None:
-            self.continuous = kvcache.is_mergeable(cache)
+            self.continuous = kvcache.is_mergeable(group.cache)
             if not self.continuous:
                 log.warning("this model's KV cache cannot be merged: falling back to static batching")
-        tokens = pick_tokens(result.logits[:, -1], [job.sampling for job in jobs])
-        self.metrics.tokens(len(tokens))
+        self.metrics.tokens(len(group.jobs))
+        finite = torch.isfinite(group.logits).all(-1).tolist()
         live = []
-        for row, job in enumerate(jobs):
+        for row, job in enumerate(group.jobs):
             if job.cancelled:
                 self.metrics.add("requests_cancelled_total")
-            elif not self._accept(job, tokens[row]):
+            elif not self._accept(job, group.logits[row], finite[row]):
                 live.append(row)
-        if not live:
-            return
-        index = torch.tensor(live, device=device)
-        cache, mask = kvcache.select_rows(cache, mask, index, cut=bool(self.continuous))
-        new_last = positions[:, -1].index_select(0, index)
-        new_pending = torch.tensor(tokens, device=device).index_select(0, index)
-        new_plens = torch.tensor([len(jobs[i].ids) for i in live], device=device)
-        b = self._batch
-        if not len(b):
-            b.cache, b.mask, b.last_pos, b.pending, b.prompt_lens = (
-                cache,
-                mask,
-                new_last,
-                new_pending,
-                new_plens,
-            )
-        else:
-            b.cache, b.mask = kvcache.merge(b.cache, b.mask, cache, mask)
-            b.last_pos = torch.cat([b.last_pos, new_last])
-            b.pending = torch.cat([b.pending, new_pending])
-            b.prompt_lens = torch.cat([b.prompt_lens, new_plens])
-        b.jobs.extend(jobs[i] for i in live)
-        b.ctx_ready = False
+        if live:
+            self._batch.add(group, live, cut=bool(self.continuous))
 
+    # --------------------------------------------------------------- decode
     def _decode_step(self) -> None:
         b = self._batch
-        n = len(b)
-        if not b.ctx_ready:
-            b.ctx, b.ctx_ready = self._steering_ctx(b.jobs), True
-        b.mask = torch.cat([b.mask, b.mask.new_ones((n, 1))], dim=1)
-        b.last_pos = b.last_pos + 1
-        with b.ctx if b.ctx is not None else contextlib.nullcontext():
-            if b.ctx is not None:
-                b.ctx.set_prompt_lengths(b.prompt_lens)
-            result = self.lm.model(
-                input_ids=b.pending.view(n, 1),
-                attention_mask=b.mask,
-                position_ids=b.last_pos.view(n, 1),
-                use_cache=True,
-                **self._head_kw,
-                **{self._cache_kw: b.cache},
+        snapshot = kvcache.Snapshot(b.cache)
+        try:
+            cache, logits = self._model.step(b)
+        except Exception as exc:
+            snapshot.restore()
+            failing = self._model.failing_rows(b, snapshot)
+            log.warning(
+                "decode step failed (%s: %s); %d of %d rows fail alone",
+                type(exc).__name__,
+                exc,
+                len(failing),
+                len(b),
             )
-        b.cache = returned_cache(result)
+            if not failing:
+                raise  # nothing row-specific: _guarded fails the batch
+            for row, error in failing.items():
+                self._fail(b.jobs[row], row_error(error, "decoding"))
+            self._keep_rows([i for i in range(len(b)) if i not in failing])
+            if not len(b):
+                return
+            cache, logits = self._model.step(b)
         self.metrics.add("decode_steps_total")
-        tokens = pick_tokens(result.logits[:, -1], [job.sampling for job in b.jobs])
-        self.metrics.tokens(n)
+        self.metrics.tokens(len(b))
+        finite = torch.isfinite(logits).all(-1).tolist()
         keep = []
         for row, job in enumerate(b.jobs):
             if job.cancelled:
                 self.metrics.add("requests_cancelled_total")
-            elif not self._accept(job, tokens[row]):
+            elif not self._accept(job, logits[row], finite[row]):
                 keep.append(row)
-        b.pending = torch.tensor(tokens, device=b.pending.device)
+        b.advance(cache)
         self._keep_rows(keep)

@@ -9,32 +9,46 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+from steerlab.engine.spec import FIELD_HELP, MAX_LAYER, MAX_POSITION, OPS, SITES, UNITS
+
 Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
 MAX_TEXT = 200_000
 
+# The steering contract's names as pydantic Literals: derived from the spec, never restated here.
+OpName = Literal[OPS]  # type: ignore[valid-type]
+UnitName = Literal[UNITS]  # type: ignore[valid-type]
+SiteName = Literal[SITES]  # type: ignore[valid-type]
+# Strict ints: JSON ``true`` is not layer 1 or position 1 (the Python API refuses bools too).
+LayerIndex = Annotated[StrictInt, Field(ge=0, le=MAX_LAYER)]
+Strength = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+PositionIndex = Annotated[StrictInt, Field(ge=0, le=MAX_POSITION)]
+
 
 class SteeringSpec(BaseModel):
-    """One steering term: a registry vector and how to apply it (see ``steerlab.engine.Steering``)."""
+    """One steering term: a registry vector and how to apply it (see :mod:`steerlab.engine.spec`).
+
+    Every optional field defaults to ``None``: omitted means the vector's recorded default, exactly as in
+    the Python API. Position and layer syntax is checked by the engine's own parsers when the request is
+    turned into :class:`~steerlab.engine.Steering` objects (before anything reaches the model thread).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    vector: Annotated[str, Field(min_length=1, max_length=200, description="name in the vector registry")]
-    strength: FiniteFloat | None = Field(
-        None,
-        description="norm unit: multiple of the typical residual norm at each layer; omitted: calibrated default",
-    )
+    vector: Annotated[str, Field(min_length=1, max_length=200, description=FIELD_HELP["vector"])]
+    strength: Strength | None = Field(None, description=FIELD_HELP["strength"])
     layers: (
-        Annotated[str, Field(max_length=400)] | int | Annotated[list[int], Field(max_length=1024)] | None
-    ) = Field(None, description="'8-20', 12, [8, 9]; omitted: the vector's layers")
-    op: Literal["add", "ablate", "clamp", "scale"] = "add"
-    positions: Annotated[str, Field(max_length=40)] | int = Field(
-        "all", description="'all', 'prompt', 'generated' or 'from:K'"
+        Annotated[str, Field(max_length=400)]
+        | LayerIndex
+        | Annotated[list[LayerIndex], Field(max_length=1024)]
+    ) | None = Field(None, description=FIELD_HELP["layers"])
+    op: OpName | None = Field(None, description=FIELD_HELP["op"])
+    positions: Annotated[str, Field(max_length=40)] | PositionIndex = Field(
+        "all", description=FIELD_HELP["positions"]
     )
-    unit: Literal["norm", "raw"] = "norm"
-    site: Literal["resid", "attn", "mlp", "head"] | None = None
+    unit: UnitName | None = Field(None, description=FIELD_HELP["unit"])
+    site: SiteName | None = Field(None, description=FIELD_HELP["site"])
 
 
 SteeringList = Annotated[list[SteeringSpec], Field(max_length=16)]
@@ -124,5 +138,5 @@ class ProjectionRequest(BaseModel):
         description="user message the text answers; its (chat-formatted) tokens are read but not returned",
     )
     chat: bool = True
-    layer: Annotated[int, Field(ge=0)] | None = None
+    layer: LayerIndex | None = None
     steering: SteeringList | None = Field(None, description="read the activations under this steering")

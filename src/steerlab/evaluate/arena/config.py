@@ -1,0 +1,106 @@
+"""What one comparison runs: its knobs (:class:`ArenaConfig`) and which method names exist.
+
+Method names are checked here, before any model is loaded: a typo in ``--methods`` is refused with
+the valid names instead of being skipped after a baseline run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from steerlab.errors import DataError
+from steerlab.evaluate.sweep import Cell
+from steerlab.evaluate.tasks import Budget
+
+PROMPT_SHOT_CAP = 8
+#: Steering methods run by default (others, e.g. ``pca_center``, run when named).
+DEFAULT_STEERING = ("mean_diff", "pca_diff", "probe", "learned")
+#: Adaptations that are not steering vectors.
+OTHER_METHODS = ("baseline", "prompting", "lora")
+
+
+@dataclass
+class ArenaConfig:
+    """Knobs of one comparison. ``methods=None`` runs every method available in this install."""
+
+    budget: Budget = field(default_factory=Budget)
+    methods: list[str] | None = None
+    data_sizes: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    efficiency_methods: list[str] = field(default_factory=lambda: ["prompting", "mean_diff", "lora"])
+    efficiency_limit: int = 8
+    compose: bool = True
+    compose_limit: int = 8
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    lora_epochs: int = 3
+    lora_lr: float = 3e-3
+    max_kl: float = 0.1
+    max_ppl_ratio: float = 1.5
+    cells: list[Cell] | None = None
+    calib_tokens: int = 24
+    calib_neutral: int = 16
+    capability: list[Any] = field(default_factory=list)
+    throughput_prompts: int = 4
+    throughput_tokens: int = 16
+    learned_steps: int = 60
+    verbose: bool = False
+    state_dir: str | None = None
+    neutral: list[str] = field(default_factory=list)
+    neutral_reference: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The knobs as recorded in ``results.json`` and the fingerprint (data by count, not content)."""
+        d = asdict(self)
+        d["capability"] = len(self.capability)
+        d["cells"] = [c.key for c in self.cells] if self.cells else "default grid"
+        d["neutral"] = len(self.neutral)
+        d.pop("neutral_reference", None)
+        d.pop("state_dir", None)
+        return d
+
+
+def steering_methods() -> list[str]:
+    """Steering methods this install offers: every pair method plus ``learned`` (no module imported)."""
+    from steerlab.methods.registry import pair_method_names
+
+    return [*pair_method_names(), "learned"]
+
+
+def known_methods() -> list[str]:
+    """Every method name the arena understands, in run order."""
+    return ["baseline", "prompting", *steering_methods(), "lora"]
+
+
+def check_methods(names: Iterable[str]) -> list[str]:
+    """``names`` as a list, or a clear error naming the unknown ones and every valid name."""
+    names = list(names)
+    valid = known_methods()
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise DataError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return names
+
+
+def available_methods() -> tuple[list[str], dict[str, str]]:
+    """Default methods in run order, and a note for each wanted method that is missing and why.
+
+    Steering methods beyond :data:`DEFAULT_STEERING` (e.g. ``pca_center``) run when named in ``methods``.
+    """
+    have = steering_methods()
+    methods = ["baseline", "prompting"]
+    missing: dict[str, str] = {}
+    for name in DEFAULT_STEERING:
+        if name in have:
+            methods.append(name)
+        else:
+            missing[name] = "not available in this install (steerlab.methods has no such method yet)"
+    try:
+        import peft  # noqa: F401
+
+        methods.append("lora")
+    except ImportError:
+        missing["lora"] = "peft is not installed (pip install 'steerlab[eval]')"
+    return methods, missing

@@ -1,0 +1,192 @@
+"""What the verdicts say, as data: one small record per criterion, computed with fixed rules.
+
+:func:`findings` picks the winners, the established differences and the lists the verdict sentences
+quote; :mod:`.verdicts` only turns these records into text. See docs/criteria/ for the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from steerlab.evaluate.report.numbers import ci_separated, efficiency_curves, seed_spread
+
+#: a combination differing from its best single part by less than this "matches" it
+COMPOSE_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class EffectFinding:
+    best: str
+    families: dict[str, str]
+    best_effect: dict[str, Any]
+    baseline_effect: dict[str, Any]
+    established: bool  # the best method's interval clears the baseline's
+    best_steering: str | None
+    best_steering_effect: dict[str, Any] | None
+    prompting_effect: dict[str, Any] | None
+    chance: float | None
+    near_chance: list[str]  # methods whose interval includes chance
+
+
+@dataclass(frozen=True)
+class ReliabilityFinding:
+    wrong_way: dict[str, float]
+    seed_spread: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class GeneralisationFinding:
+    ratios: dict[str, float]  # held-out gain / eval gain, for established positive gains only
+    heldout_name: str | None
+
+
+@dataclass(frozen=True)
+class SpecificityFinding:
+    kl: dict[str, float]
+    ppl_ratio: dict[str, float]
+    capability_change: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CostFinding:
+    build_seconds: dict[str, float]
+    speed_ratio: dict[str, float]
+    extra_prompt_tokens: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Combination:
+    parts: list[str]
+    together: float
+    best_alone: float
+    relation: str  # "adds to", "interferes with" or "matches"
+
+
+@dataclass(frozen=True)
+class UsabilityEntry:
+    method: str
+    family: str
+    setting: dict[str, Any]
+    calibration_cells: int
+
+
+@dataclass(frozen=True)
+class ReversibilityFinding:
+    not_reversible: list[str]
+    lora_merge_error: float | None
+
+
+@dataclass(frozen=True)
+class Findings:
+    effect: EffectFinding
+    reliability: ReliabilityFinding
+    generalisation: GeneralisationFinding
+    specificity: SpecificityFinding
+    cost: CostFinding
+    data_efficiency: dict[str, dict[int, float]]  # method -> training size -> mean effect over seeds
+    composability: list[Combination] | None  # None: not measured
+    usability: list[UsabilityEntry]
+    reversibility: ReversibilityFinding
+
+
+def findings(results: dict[str, Any], rows: dict[str, dict[str, Any]]) -> Findings | None:
+    """Every criterion's finding, or None when fewer than two methods (baseline + one) ran."""
+    adapted = {m: r for m, r in rows.items() if m != "baseline"}
+    if not adapted or "baseline" not in rows:
+        return None
+    curves = efficiency_curves(results)
+    return Findings(
+        effect=_effect(results["task"], rows, adapted),
+        reliability=ReliabilityFinding(
+            {
+                m: r["wrong_way_fraction"]
+                for m, r in adapted.items()
+                if r.get("wrong_way_fraction") is not None
+            },
+            seed_spread(curves),
+        ),
+        generalisation=GeneralisationFinding(
+            {
+                m: r["generalisation_ratio"]
+                for m, r in adapted.items()
+                if r.get("generalisation_ratio") is not None and r.get("gain", 0) > 0
+            },
+            results["task"].get("heldout_name"),
+        ),
+        specificity=SpecificityFinding(
+            {m: r["kl"] for m, r in adapted.items()},
+            {m: r["ppl_ratio"] for m, r in adapted.items() if r.get("ppl_ratio") is not None},
+            {m: r["capability_change"] for m, r in adapted.items() if r.get("capability_change") is not None},
+        ),
+        cost=CostFinding(
+            {m: r["build_seconds"] for m, r in adapted.items()},
+            {m: r["speed_ratio"] for m, r in adapted.items() if r.get("speed_ratio")},
+            {m: r["extra_prompt_tokens"] for m, r in adapted.items() if r.get("extra_prompt_tokens")},
+        ),
+        data_efficiency={m: {n: float(np.mean(by_n[n])) for n in sorted(by_n)} for m, by_n in curves.items()},
+        composability=_combinations(results.get("compose") or {}),
+        usability=[
+            UsabilityEntry(
+                m,
+                r["family"],
+                r.get("setting") or {},
+                len((results["main"][m].get("calibration") or {}).get("rows", [])),
+            )
+            for m, r in adapted.items()
+        ],
+        reversibility=ReversibilityFinding(
+            [m for m, r in adapted.items() if not r["reversible"]],
+            results["main"].get("lora", {}).get("merge_round_trip_max_abs_error"),
+        ),
+    )
+
+
+def _effect(
+    task: dict[str, Any], rows: dict[str, dict[str, Any]], adapted: dict[str, dict[str, Any]]
+) -> EffectFinding:
+    base = rows["baseline"]
+    best = max(adapted, key=lambda m: adapted[m]["effect"]["value"])
+    families = {m: r["family"] for m, r in rows.items()}
+    steer = [m for m in adapted if families[m] == "steering"]
+    best_steer = max(steer, key=lambda m: adapted[m]["effect"]["value"]) if steer else None
+    chance = task.get("chance")
+    near = (
+        [m for m, r in rows.items() if r["effect"]["low"] <= chance <= r["effect"]["high"]]
+        if chance is not None
+        else []
+    )
+    return EffectFinding(
+        best=best,
+        families=families,
+        best_effect=adapted[best]["effect"],
+        baseline_effect=base["effect"],
+        established=ci_separated(adapted[best]["effect"], base["effect"]),
+        best_steering=best_steer,
+        best_steering_effect=adapted[best_steer]["effect"] if best_steer else None,
+        prompting_effect=adapted["prompting"]["effect"] if "prompting" in adapted else None,
+        chance=chance,
+        near_chance=near,
+    )
+
+
+def _combinations(compose: dict[str, Any]) -> list[Combination] | None:
+    singles = {tuple(v["parts"]): v["effect"] for v in (compose.get("_single") or {}).values()}
+    combos = {k: v for k, v in compose.items() if k != "_single"}
+    if not (combos and singles):
+        return None
+    out = []
+    for v in combos.values():
+        known = [a for a in (singles.get((p,)) for p in v["parts"]) if a is not None]
+        if known:
+            best_alone = max(known)
+            if v["effect"] > best_alone + COMPOSE_TOLERANCE:
+                relation = "adds to"
+            elif v["effect"] < best_alone - COMPOSE_TOLERANCE:
+                relation = "interferes with"
+            else:
+                relation = "matches"
+            out.append(Combination(list(v["parts"]), v["effect"], best_alone, relation))
+    return out
