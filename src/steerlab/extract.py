@@ -8,6 +8,7 @@ activation cache when one is given); model methods run their own entry points.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,6 +17,7 @@ from steerlab.data.contrast import contrast_texts, texts_hash
 from steerlab.errors import DataError
 from steerlab.methods.mean_diff import RunningMeanDiff
 from steerlab.methods.registry import all_pair_methods, check_method, run_model_method
+from steerlab.progress import Ticker, task_bar
 from steerlab.reader import NormMeter, iter_read
 from steerlab.vector import SteeringVector
 
@@ -35,7 +37,7 @@ def extract(
     position: Any = "last",
     chat: bool = True,
     batch_size: int = 32,
-    progress: bool = False,
+    progress: bool | Ticker = False,
     dtype: torch.dtype | None = None,
     cache: Any = None,
     notes: str = "",
@@ -47,7 +49,7 @@ def extract(
     to every block. ``position`` picks the token(s) read ('last', 'mean', an index). With ``chat`` the
     texts are wrapped in the model's chat template as user turns (or, for pairs with a ``prompt``, as
     assistant continuations). ``cache`` (an ``ActCache``, a folder, or ``True``) lets a second pair method
-    on the same data skip the forward passes. Model methods (``iti``, ``refusal``, ``learned``) take their
+    on the same data skip the forward passes. ``progress=True`` shows one bar (with ETA) over both sides. Model methods (``iti``, ``refusal``, ``learned``) take their
     own data and options (``method_options``); see :mod:`steerlab.methods.registry`.
     """
     from steerlab.engine.spec import parse_layers
@@ -75,20 +77,22 @@ def extract(
     for layer in chosen:
         lm.anatomy.module(layer, site)  # unknown layer or a site this architecture lacks: clear error
     positive, negative = contrast_texts(lm, data, chat=chat)
-    options = dict(site=site, position=position, batch_size=batch_size, progress=progress, dtype=dtype)
-    if method == "mean_diff" and cache is None:
-        directions, diagnostics, norms = _streamed_mean_diff(lm, positive, negative, chosen, options)
-    else:
-        from steerlab.act_cache import cached_read
+    # one bar over both sides, so the count runs once from 0 to every text
+    with _one_bar(progress, len(positive) + len(negative)) as ticker:
+        options = dict(site=site, position=position, batch_size=batch_size, progress=ticker, dtype=dtype)
+        if method == "mean_diff" and cache is None:
+            directions, diagnostics, norms = _streamed_mean_diff(lm, positive, negative, chosen, options)
+        else:
+            from steerlab.act_cache import cached_read
 
-        # Both sides in one read: one cache entry, and full batches (the reader sorts by length anyway).
-        acts = cached_read(lm, positive + negative, chosen, cache=cache, **options)
-        fn, n = all_pair_methods()[method], len(positive)
-        directions, diagnostics = {}, {}
-        for layer in chosen:
-            both = acts.acts[layer]
-            directions[layer], diagnostics[layer] = fn(_flat(both[:n]), _flat(both[n:]))
-        norms = dict(acts.norms)
+            # Both sides in one read: one cache entry, full batches (the reader sorts by length anyway).
+            acts = cached_read(lm, positive + negative, chosen, cache=cache, **options)
+            fn, n = all_pair_methods()[method], len(positive)
+            directions, diagnostics = {}, {}
+            for layer in chosen:
+                both = acts.acts[layer]
+                directions[layer], diagnostics[layer] = fn(_flat(both[:n]), _flat(both[n:]))
+            norms = dict(acts.norms)
     _refuse_degenerate(directions)
     return SteeringVector(
         directions=directions,
@@ -129,6 +133,13 @@ def _streamed_mean_diff(
     for layer in layers:
         directions[layer], diagnostics[layer] = running.result(layer)
     return directions, diagnostics, meter.medians()
+
+
+def _one_bar(progress: bool | Ticker, total: int) -> contextlib.AbstractContextManager[Ticker]:
+    """The caller's ticker, or a fresh bar over ``total`` texts (quiet when ``progress`` is False)."""
+    if isinstance(progress, Ticker):
+        return contextlib.nullcontext(progress)
+    return task_bar("reading activations", total, quiet=not progress)
 
 
 def _flat(acts: torch.Tensor) -> torch.Tensor:

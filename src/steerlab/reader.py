@@ -26,6 +26,7 @@ from steerlab.decode.kv import cache_arg, returned_cache
 from steerlab.decode.padding import right_pad
 from steerlab.errors import DataError, SteerlabError
 from steerlab.models.handle import ModelHandle
+from steerlab.progress import Ticker, task_bar
 
 Position = str | int | tuple[int, ...]
 
@@ -158,7 +159,7 @@ def iter_read(
     position: Position = "last",
     batch_size: int = 32,
     norms: NormMeter | None = None,
-    progress: bool = False,
+    progress: bool | Ticker = False,
     dtype: torch.dtype | None = None,
     share_prefix: bool = True,
 ) -> Iterator[Batch]:
@@ -212,7 +213,14 @@ def iter_read(
         else module.register_forward_hook(make_hook(layer, False))
         for layer, module in modules.items()
     ]
-    bar = _progress(progress, len(texts))
+    # progress=True: a bar for this read alone. Callers reading several times (both sides of a
+    # contrast) pass one Ticker instead, so the count never restarts mid-run.
+    own_bar = contextlib.ExitStack()
+    bar = (
+        progress
+        if isinstance(progress, Ticker)
+        else own_bar.enter_context(task_bar("reading activations", len(texts), quiet=not progress))
+    )
     try:
         prefix_cache = _run_prefix(lm, encoded[0][:prefix], state, dtype) if prefix else None
         for start in range(0, len(order), batch_size):
@@ -230,13 +238,11 @@ def iter_read(
             with torch.no_grad(), _autocast(lm, dtype), contextlib.suppress(_Stop):
                 lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **extra)
             yield Batch(list(idx), {layer: store[layer].cpu() for layer in layers})
-            if bar is not None:
-                bar.advance(bar.task_ids[0], len(idx))
+            bar.advance(len(idx))
     finally:
         for handle in handles:
             handle.remove()
-        if bar is not None:
-            bar.stop()
+        own_bar.close()
 
 
 def _run_prefix(lm: ModelHandle, ids: list[int], state: dict[str, Any], dtype: torch.dtype | None) -> Any:
@@ -322,14 +328,3 @@ def _autocast(lm: ModelHandle, dtype: torch.dtype | None):
     if dtype is None or dtype == torch.float32:
         return torch.autocast(device_type, enabled=False)
     return torch.autocast(device_type, dtype=dtype)
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    bar.add_task("reading activations", total=total)
-    bar.start()
-    return bar

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from steerlab.vector_io import (
     CONVERTIBLE,
     FORMAT_VERSION,
     NATIVE_SUFFIX,
+    VectorParts,
     jsonable,
     read_vector,
     write_safetensors,
@@ -35,7 +36,7 @@ __all__ = ["CONVENTION", "CONVERTIBLE", "FORMAT_VERSION", "SITES", "SteeringVect
 
 
 @dataclass(repr=False)
-class SteeringVector:
+class SteeringVector(VectorParts):
     """Per-layer directions (float32, one width) and the record of where they came from.
 
     ``norms[i]`` is the typical residual-stream norm at layer ``i`` measured when the vector was made
@@ -43,18 +44,7 @@ class SteeringVector:
     ``defaults`` may hold a calibrated ``strength``/``layers``/``op``/``unit`` used when a call omits them.
     """
 
-    directions: dict[int, torch.Tensor]
-    model_id: str = ""
-    hidden_size: int | None = None
-    site: str = "resid"
-    method: str = "unknown"
-    data_hash: str = ""
-    norms: dict[int, float] = field(default_factory=dict)
-    notes: str = ""
-    convention: str = CONVENTION
-    defaults: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    diagnostics: dict[str, Any] = field(default_factory=dict)
+    # The fields are VectorParts' (defined once, in vector_io, where files are read into them).
 
     def __post_init__(self) -> None:
         if self.convention not in CONVERTIBLE:

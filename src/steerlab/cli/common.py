@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from steerlab.engine.spec import FIELD_HELP, OPS, SITES, UNITS
+from steerlab.progress import spinner
 
 if TYPE_CHECKING:
     from steerlab.engine.spec import Steering
@@ -35,12 +36,61 @@ def friendly_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
-def load_model(model: str | None):
-    """Load with a status line, since the first load of a GGUF file takes a while."""
+#: ``--quiet``: no progress bars (results and errors still print).
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or spinners.")]
+
+
+def load_model(model: str | None, *, quiet: bool = False):
+    """Load behind a spinner with elapsed time (the first load of a GGUF file converts it, ~10 s).
+
+    Bars go to stderr so piped output stays clean; the libraries' own bars are switched off for the
+    process, since they would interleave with ours.
+    """
     import steerlab
 
-    with console.status(f"loading {model or 'the embedded SmolLM2-135M-Instruct'} ..."):
+    silence_library_bars()
+    name = model or "the embedded SmolLM2-135M-Instruct"
+    with spinner(f"loading {name} (a first load converts and caches it)", quiet=quiet, console=err_console):
         return steerlab.load(model)
+
+
+def silence_library_bars() -> None:
+    """Turn off transformers' tqdm bars ("Loading weights", "Writing model shards") for this process.
+
+    The command line owns the terminal for the whole run, so a process-wide switch is right here
+    (library callers keep transformers' own setting).
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def suggested_band(num_layers: int) -> str:
+    """A middle band of layers, where steering usually works best (10-16 on a 30-layer model)."""
+    lo, hi = num_layers // 3, max(num_layers // 3, (num_layers * 11) // 20)
+    return f"{lo}-{hi}"
+
+
+def layer_warning(steering: Steering) -> str | None:
+    """A clear warning when an ``add``/``clamp`` steering falls back to every layer of the vector.
+
+    Neither ``--layers`` nor calibrated layers chose a band, so a norm-unit strength adds up over all of
+    them: ``-s 0.5`` on all 30 layers of SmolLM2 makes it print "!!!!". The engine keeps its documented
+    fallback (the same request means the same thing in Python, HTTP and here); the CLI says so loudly.
+    """
+    from steerlab.engine.spec import recorded_defaults
+
+    if steering.layers is not None or recorded_defaults(steering.vector).layers is not None:
+        return None
+    if steering.op not in ("add", "clamp") or len(steering.vector.layers) <= 8:
+        return None
+    count = len(steering.vector.layers)
+    return (
+        f"steering all {count} layers of this vector (no --layers given and the vector records no "
+        f"calibrated layers); a strength adds up over layers, so pass a band such as --layers "
+        f"{suggested_band(max(steering.vector.layers) + 1)} with -s 0.05, or run `steerlab calibrate` "
+        "to record tested layers and strength in the vector"
+    )
 
 
 # ------------------------------------------------------------------------ steering options
@@ -96,7 +146,7 @@ def make_steering(
     """A :class:`~steerlab.engine.Steering` from CLI values; ``None`` means "not given on the command line"."""
     from steerlab.engine.spec import Steering
 
-    return Steering(
+    steering = Steering(
         vector,
         strength=strength,
         op=op,
@@ -105,3 +155,7 @@ def make_steering(
         unit=unit,
         site=site,
     )
+    warning = layer_warning(steering)
+    if warning:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    return steering

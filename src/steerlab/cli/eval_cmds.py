@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from steerlab.cli.common import console, err_console, friendly_errors, load_model
+from steerlab.cli.common import QuietOpt, console, err_console, friendly_errors, load_model
+from steerlab.progress import StageBar
 
 ModelOpt = Annotated[
     str | None,
@@ -145,14 +146,16 @@ def _check_grid_syntax(layers: list[str], strengths: str) -> None:
     _strengths(strengths)
 
 
-def _model_vector_cells(vector: Path, model: str | None, layers, strengths, op, unit, threads):
+def _model_vector_cells(
+    vector: Path, model: str | None, layers, strengths, op, unit, threads, quiet: bool = False
+):
     """Model, vector and grid, every cell checked against both before the task or any baseline is built."""
     from steerlab.evaluate.sweep import SweepSpec, check_cells
     from steerlab.vector import SteeringVector
 
     _check_grid_syntax(layers, strengths)
     _threads(threads)
-    lm = load_model(model)
+    lm = load_model(model, quiet=quiet)
     vec = SteeringVector.load(vector, lm)
     cells = _cells(layers, strengths, lm.num_layers)
     check_cells(lm, SweepSpec(vec, op=op, unit=unit), cells)
@@ -177,6 +180,7 @@ def sweep(
     ray_address: RayOpt = None,
     workers: Annotated[int, typer.Option(help="Ray workers (one model each).")] = 1,
     threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Sweep layers × strengths for a vector: effect, KL on neutral prompts and perplexity ratio per cell."""
     from steerlab.data import neutral_prompts
@@ -184,7 +188,7 @@ def sweep(
 
     with friendly_errors():
         task = task_kind(task, data)
-        lm, vec, cells = _model_vector_cells(vector, model, layers, strengths, op, unit, threads)
+        lm, vec, cells = _model_vector_cells(vector, model, layers, strengths, op, unit, threads, quiet)
         the_task = _task(lm, task, data, budget)
         neutral = neutral_prompts()
         spec = SweepSpec(
@@ -199,7 +203,8 @@ def sweep(
         )
         ex = _executor(executor, lm, model, ray_address, workers, threads)
         try:
-            rows = run_sweep(lm, spec, cells, executor=ex, state=out / "sweep.json", progress=_say)
+            with StageBar(console=err_console, quiet=quiet) as bar:
+                rows = run_sweep(lm, spec, cells, executor=ex, state=out / "sweep.json", progress=bar)
         finally:
             ex.close()
         columns = ("effect", "kl", "ppl_ratio") if the_task else ("kl", "ppl_ratio")
@@ -240,6 +245,7 @@ def calibrate(
     ray_address: RayOpt = None,
     workers: int = 1,
     threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Pick the layers and strength with the largest effect within the KL and fluency budget; save as defaults."""
     from steerlab.errors import SteerlabError
@@ -255,23 +261,26 @@ def calibrate(
         task = task_kind(task, data)
         if task == "none":
             raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
-        lm, vec, cells = _model_vector_cells(vector, model, layers, strengths, "add", "norm", threads)
+        lm, vec, cells = _model_vector_cells(
+            vector, model, layers, strengths, "add", "norm", threads, quiet
+        )
         the_task = _task(lm, task, data, budget)
         if the_task is None:
             raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
         spec = SweepSpec(vec, the_task, split="calib", max_new_tokens=24)
         ex = _executor(executor, lm, model, ray_address, workers, threads)
         try:
-            result = run_calibration(
-                lm,
-                spec,
-                cells,
-                max_kl=max_kl,
-                max_ppl_ratio=max_ppl_ratio,
-                executor=ex,
-                state=state,
-                progress=_say,
-            )
+            with StageBar(console=err_console, quiet=quiet) as bar:
+                result = run_calibration(
+                    lm,
+                    spec,
+                    cells,
+                    max_kl=max_kl,
+                    max_ppl_ratio=max_ppl_ratio,
+                    executor=ex,
+                    state=state,
+                    progress=bar,
+                )
         finally:
             ex.close()
         console.print(table(result.rows))
@@ -314,6 +323,7 @@ def compare(
     ray_address: RayOpt = None,
     workers: int = 1,
     threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
     report_only: Annotated[
         bool,
         typer.Option("--report-only", help="Run nothing new; report on the jobs already saved in --out."),
@@ -339,7 +349,7 @@ def compare(
             verbose=True,
         )
         _threads(threads)
-        lm = load_model(model)
+        lm = load_model(model, quiet=quiet)
         the_task = _task(
             lm,
             task,
@@ -355,7 +365,8 @@ def compare(
             raise SteerlabError("compare needs a task (use --task and --data)")
         ex = _executor(executor, lm, model, ray_address, workers, threads)
         try:
-            arena.compare(lm, the_task, out, config, executor=ex, progress=_say, report_only=report_only)
+            with StageBar(console=err_console, quiet=quiet) as bar:
+                arena.compare(lm, the_task, out, config, executor=ex, progress=bar, report_only=report_only)
         finally:
             ex.close()
         console.print(f"report: {out / 'index.html'} (also report.md, results.json)")

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from steerlab.cli.common import console, friendly_errors, load_model
+from steerlab.cli.common import QuietOpt, console, err_console, friendly_errors, load_model
+from steerlab.progress import spinner
 
 ModelOpt = Annotated[
     str | None,
@@ -55,8 +56,9 @@ def extract_cmd(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Save a per-layer diagnostics plot (PNG).")
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Extract a steering vector and print its per-layer diagnostics."""
+    """Extract a steering vector and print its per-layer diagnostics (progress bars on stderr)."""
     import torch
 
     from steerlab.plots import LEGEND, table
@@ -66,9 +68,11 @@ def extract_cmd(
 
         info = check_method(method)
         items = _load_data(data, method, positive_label, negative_label)
-        lm = load_model(model)
+        lm = load_model(model, quiet=quiet)
         dtype = torch.bfloat16 if bf16 else None
-        with console.status(f"extracting ({method}) ..."):
+        # pair methods and iti draw a bar over the texts read; the others a spinner
+        reads = info.kind == "pair" or info.name == "iti"
+        with spinner(f"extracting ({method})", quiet=quiet or reads, console=err_console):
             vector = _run(
                 lm,
                 items,
@@ -83,6 +87,7 @@ def extract_cmd(
                 harmless=harmless,
                 top_k=top_k,
                 steps=steps,
+                progress=not quiet,
             )
         target = out or data.with_suffix(f".{method}.safetensors")
         vector.save(target)
@@ -143,12 +148,21 @@ def _run(
     harmless: Path | None,
     top_k: int,
     steps: int,
+    progress: bool = False,
 ) -> Any:
     import steerlab
     from steerlab.errors import DataError
     from steerlab.methods.registry import METHODS, run_model_method
 
-    common = dict(layers=layers, site=site, position=position, chat=chat, batch_size=batch_size, dtype=dtype)
+    common = dict(
+        layers=layers,
+        site=site,
+        position=position,
+        chat=chat,
+        batch_size=batch_size,
+        dtype=dtype,
+        progress=progress,
+    )
     if METHODS[method].kind == "pair":
         return steerlab.extract(lm, items, method=method, cache=True if cache else None, **common)
     if method == "refusal":

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from steerlab.engine import ops
+from steerlab.engine.condition import Condition, ConditionLike
 from steerlab.engine.spec import Steering, parse_positions
 from steerlab.errors import SteeringError
 from steerlab.models.anatomy import Anatomy
@@ -43,6 +44,7 @@ class Term:
     b: torch.Tensor | None = None  # (R, 1, 1)
     kind: torch.Tensor | None = None  # (R,) position policy codes; None = every position of every row
     start: torch.Tensor | None = None  # (R,)
+    gate: torch.Tensor | None = None  # (R,) index into Plan.conditions, -1 = ungated; None = no gate
 
     @property
     def rows(self) -> int:
@@ -59,18 +61,29 @@ class _Edit:
     a: float
     b: float
     pos: tuple[str, int]
+    cond: int = -1  # index into Plan.conditions; -1: always applies
 
 
 @dataclass
 class Plan:
-    """All terms, grouped by ``(layer, site)``, plus whether any needs token positions."""
+    """All terms, grouped by ``(layer, site)``, plus whether any needs token positions.
+
+    ``conditions`` are the distinct conditions (or rules) that gate terms (``Term.gate`` indexes them),
+    ``leaves`` the distinct single conditions they are made of (each read by one hook), and
+    ``row_conditions[r]`` the condition index of each conditional steering of row ``r``, in order (what a
+    report of "which conditions fired" lists). All empty when no steering has a condition: then nothing
+    about conditions is installed.
+    """
 
     terms: dict[tuple[int, str], list[Term]] = field(default_factory=dict)
     rows: int = 1
+    conditions: list[ConditionLike] = field(default_factory=list)
+    leaves: list[Condition] = field(default_factory=list)
+    row_conditions: list[list[int]] = field(default_factory=list)
 
     @property
     def needs_positions(self) -> bool:
-        return any(t.kind is not None for terms in self.terms.values() for t in terms)
+        return bool(self.conditions) or any(t.kind is not None for terms in self.terms.values() for t in terms)
 
 
 # ------------------------------------------------------------------------------ public pure pieces
@@ -193,8 +206,9 @@ def _merge_adds(edits: list[_Edit]) -> list[_Edit]:
     out: list[_Edit] = []
     for edit in edits:
         prev = out[-1] if out else None
-        if prev is not None and prev.op == "add" and edit.op == "add" and prev.pos == edit.pos:
-            out[-1] = _Edit("add", prev.vec + edit.vec, 1.0, 0.0, prev.pos)
+        same = prev is not None and prev.pos == edit.pos and prev.cond == edit.cond
+        if same and prev.op == "add" and edit.op == "add":
+            out[-1] = _Edit("add", prev.vec + edit.vec, 1.0, 0.0, prev.pos, prev.cond)
         else:
             out.append(edit)
     return out
@@ -216,7 +230,32 @@ def _stack(slot: list[_Edit | None], width: int, dtype: torch.dtype, device: tor
     if any(p[0] != "all" for p in policies):
         term.kind = torch.tensor([ops.OP_CODES[p[0]] for p in policies], device=device)
         term.start = torch.tensor([p[1] for p in policies], device=device)
+    gates = [e.cond if e is not None else -1 for e in slot]
+    if any(g >= 0 for g in gates):
+        term.gate = torch.tensor(gates, device=device)
     return term
+
+
+def check_condition_order(steering: Steering) -> None:
+    """Refuse a condition the engine cannot decide before the steering needs it.
+
+    The condition is decided in the prompt's forward pass at its layer (residual stream after that block);
+    a steering that edits prompt positions must come no earlier: a later layer, or the same layer at the
+    residual stream (the condition's hook runs first there). ``positions="generated"`` edits only tokens
+    fed after the prompt, by which time every decision is made.
+    """
+    if steering.condition is None or steering.positions == "generated":
+        return
+    deepest = max(leaf.layer for leaf in steering.condition.leaves())
+    site = steering.resolved_site
+    for layer in steering.resolved_layers():
+        if layer < deepest or (layer == deepest and site != "resid"):
+            raise SteeringError(
+                f"the condition reads layer {deepest} but the steering edits layer {layer} ('{site}') at "
+                f"prompt positions ({steering.positions!r}), earlier in the same forward pass: the decision "
+                "would come too late. Use a condition at an earlier layer, steer later layers, or "
+                "positions='generated'"
+            )
 
 
 def compile_plan(
@@ -232,13 +271,19 @@ def compile_plan(
     records none; :func:`norm_sites_needed` lists the sites that need them. Never runs the model.
     """
     per_row: list[dict[tuple[int, str], list[_Edit]]] = []
+    plan = Plan(rows=len(rows))
     for steerings in rows:
         sites: dict[tuple[int, str], list[_Edit]] = {}
+        conds: list[int] = []
         for steering in steerings:
+            cond = _condition_index(plan, handle, steering, strict_model=strict_model)
+            if cond >= 0:
+                conds.append(cond)
             for key, edit in _edits_for(handle, steering, norms, strict_model=strict_model).items():
+                edit.cond = cond
                 sites.setdefault(key, []).append(edit)
         per_row.append({key: _merge_adds(edits) for key, edits in sites.items()})
-    plan = Plan(rows=len(rows))
+        plan.row_conditions.append(conds)
     dtype, device = handle.dtype, handle.device
     for key in sorted({k for row in per_row for k in row}):
         width = handle.anatomy.site_width(key[1])
@@ -249,6 +294,23 @@ def compile_plan(
             terms.append(_stack(slot, width, dtype, device))
         plan.terms[key] = terms
     return plan
+
+
+def _condition_index(plan: Plan, handle: ModelHandle, steering: Steering, *, strict_model: bool) -> int:
+    """Register ``steering``'s condition (and its leaves) in ``plan``; its index, or -1 when it has none."""
+    cond = steering.condition
+    if cond is None:
+        return -1
+    cond.check_fits(handle.anatomy, handle.model_id, strict_model=strict_model)
+    check_condition_order(steering)
+    for leaf in cond.leaves():
+        if all(leaf is not known for known in plan.leaves):
+            plan.leaves.append(leaf)
+    for i, known in enumerate(plan.conditions):
+        if known is cond:
+            return i
+    plan.conditions.append(cond)
+    return len(plan.conditions) - 1
 
 
 def additive_plan(deltas: dict[int, torch.Tensor], site: str = "resid") -> Plan:

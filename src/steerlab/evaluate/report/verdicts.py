@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from steerlab.evaluate.report.findings import Findings, findings
+from steerlab.evaluate.report.findings import Findings, findings, leaders
 
 CRITERIA = (
     "effect",
@@ -71,9 +71,13 @@ def _effect(f: Findings) -> str:
         )
         + "."
     )
-    if family == "prompting":
+    if e.overlapping:
+        text += f" Its interval overlaps {', '.join(e.overlapping)}: no method wins on effect at this sample size."
+    elif family == "prompting":
         text += " Prompting wins on effect here."
-    elif e.best_steering and family != "steering":
+    else:
+        text += f" {e.best} wins on effect here."
+    if e.best_steering and family != "steering":
         text += f" The best steering method ({e.best_steering}) reaches {est(e.best_steering_effect)}."
     if e.best_steering and e.prompting_effect is not None and family != "prompting":
         text += f" Prompting reaches {est(e.prompting_effect)}."
@@ -85,13 +89,22 @@ def _effect(f: Findings) -> str:
     return text
 
 
+def _lead(values: dict[str, float], what: str, fmt: str) -> str:
+    """``what: m (v)`` for a single leader, or ``tied on what at v: a, b`` when several share the value."""
+    top = leaders(values)
+    value = format(values[top[0]], fmt)
+    if len(top) > 1:
+        return f"tied on {what} at {value}: {', '.join(top)}"
+    return f"{what}: {top[0]} ({value})"
+
+
 def _reliability(f: Findings) -> str:
     wrong, spread = f.reliability.wrong_way, f.reliability.seed_spread
     parts = []
     if wrong:
-        least = min(wrong, key=wrong.get)
         parts.append(
-            f"fewest examples moved the wrong way vs unadapted: {least} ({wrong[least]:.0%}); "
+            _lead(wrong, "fewest examples moved the wrong way vs unadapted", ".0%")
+            + "; "
             + ", ".join(f"{m} {w:.0%}" for m, w in wrong.items())
         )
     if spread:
@@ -124,9 +137,10 @@ def _generalisation(f: Findings) -> str:
 
 def _specificity(f: Findings) -> str:
     s = f.specificity
-    calm = min(s.kl, key=s.kl.get)
-    text = f"lowest KL on neutral prompts: {calm} ({s.kl[calm]:.3f} nats); " + ", ".join(
-        f"{m} {v:.3f}" for m, v in s.kl.items()
+    text = (
+        _lead(s.kl, "lowest KL on neutral prompts (nats)", ".3f")
+        + "; "
+        + ", ".join(f"{m} {v:.3f}" for m, v in s.kl.items())
     )
     if s.ppl_ratio:
         text += "; perplexity ratio of its text under the unadapted model: " + ", ".join(
@@ -141,9 +155,10 @@ def _specificity(f: Findings) -> str:
 
 def _cost(f: Findings) -> str:
     c = f.cost
-    cheapest = min(c.build_seconds, key=c.build_seconds.get)
-    text = f"cheapest to build: {cheapest} ({c.build_seconds[cheapest]:.1f}s); " + ", ".join(
-        f"{m} {s:.1f}s" for m, s in c.build_seconds.items()
+    text = (
+        _lead(c.build_seconds, "cheapest to build (s)", ".1f")
+        + "; "
+        + ", ".join(f"{m} {s:.1f}s" for m, s in c.build_seconds.items())
     )
     if c.speed_ratio:
         text += "; generation speed vs unadapted: " + ", ".join(
@@ -185,10 +200,16 @@ def _usability(f: Findings) -> str:
         if u.family == "prompting":
             use.append(f"{u.method}: write one instruction and pick examples; nothing to train or tune")
         elif u.family == "steering":
-            use.append(
+            line = (
                 f"{u.method}: layers {u.setting.get('layers')} and strength {u.setting.get('strength')} chosen "
                 f"automatically ({u.calibration_cells} calibration cells)"
             )
+            if u.setting.get("within_budget") is False:
+                line += (
+                    " — no cell stayed inside the KL/fluency budget, so this is the lowest-KL cell and it "
+                    "lies OUTSIDE the budget"
+                )
+            use.append(line)
         elif u.family == "lora":
             use.append(
                 f"{u.method}: rank, learning rate and epochs to set; needs gradients and completions to train on"
