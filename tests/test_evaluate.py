@@ -491,3 +491,48 @@ def test_compare_resumes_only_into_its_own_folder(tiny, tmp_path):
     assert any("reusing mean_diff.json" in m for m in seen) and not any("queued" in m for m in seen)
     with pytest.raises(SteerlabError, match="different comparison"):
         run(6)
+
+
+def test_compare_adds_methods_to_an_existing_folder_without_rerunning_finished_ones(tiny, tmp_path):
+    """Same task, model and settings, another --methods: only the new method runs, the report has all."""
+    import json
+
+    from steerlab.evaluate import arena, tasks
+    from steerlab.evaluate.arena import store
+    from steerlab.evaluate.sweep import grid
+
+    budget = tasks.Budget(
+        train=4, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2, scorer_train=8, scorer_test=4
+    )
+    task = tasks.persona_task(tiny, None, budget, scorer="activation")
+
+    def config(methods):
+        return arena.ArenaConfig(
+            budget=budget,
+            methods=methods,
+            data_sizes=[2],
+            seeds=[0],
+            efficiency_methods=[],
+            compose=False,
+            cells=grid(["1"], [0.5]),
+            calib_tokens=2,
+            throughput_prompts=1,
+            throughput_tokens=2,
+            neutral=["hello there", "abc"],
+        )
+
+    arena.compare(tiny, task, tmp_path, config(["baseline", "mean_diff"]))
+    seen: list[str] = []
+    second = arena.compare(tiny, task, tmp_path, config(["pca_diff"]), progress=seen.append)
+    assert set(second["main"]) == {"baseline", "mean_diff", "pca_diff"}
+    assert second["methods"] == ["baseline", "mean_diff", "pca_diff"]
+    assert any("queued pca_diff" in m for m in seen)
+    assert not any("queued mean_diff" in m or "queued baseline" in m for m in seen)
+    # a folder fingerprinted before the method set was left out is still accepted (and upgraded)
+    legacy = store.fingerprint(tiny, task, config(["pca_diff"]), legacy=True)
+    (tmp_path / "runs" / store.FINGERPRINT).write_text(json.dumps({"fingerprint": legacy}))
+    seen.clear()
+    arena.compare(tiny, task, tmp_path, config(["pca_diff"]), progress=seen.append)
+    assert not any("queued" in m for m in seen)
+    saved = json.loads((tmp_path / "runs" / store.FINGERPRINT).read_text())["fingerprint"]
+    assert saved == store.fingerprint(tiny, task, config(["pca_diff"]))

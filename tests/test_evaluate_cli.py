@@ -21,7 +21,7 @@ def tiny_cli(monkeypatch, tmp_path):
     with one_thread():
         model, tok = build("llama")
         lm = steerlab.from_model(model, tok, model_id="tiny-llama")
-        monkeypatch.setattr("steerlab.cli.eval_cmds.load_model", lambda model: lm)
+        monkeypatch.setattr("steerlab.cli.eval_cmds.load_model", lambda model, quiet=False: lm)
         torch.manual_seed(0)
         vec = SteeringVector(
             {i: torch.randn(HIDDEN) for i in range(LAYERS)},
@@ -54,6 +54,23 @@ def test_sweep_command_writes_table_heatmaps_and_resume_state(tiny_cli, tmp_path
     state = json.loads((out / "sweep.json").read_text())
     assert {c["key"] for c in state["cells"]} == {"baseline", "1@0.5", "1@2"}
     assert (out / "heatmap_kl.png").exists() and "| 1 | 2 |" in (out / "sweep.md").read_text()
+
+
+def test_sweep_shows_a_counted_bar_on_a_terminal_and_quiet_hides_it(tiny_cli, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    # the command's stderr console, as on a terminal (rich draws bars only there)
+    monkeypatch.setattr("steerlab.cli.eval_cmds.err_console", Console(stderr=True, force_terminal=True))
+    args = ["sweep", str(tiny_cli), "--task", "none", "--layers", "1", "--strengths", "0.5,2"]
+    args += ["--max-new-tokens", "2"]
+    terminal = CliRunner(env={"COLUMNS": "200"})
+    shown = terminal.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert shown.exit_code == 0, shown.output
+    assert "cell 1@2" in shown.output and "3/3" in shown.output and "eta" in shown.output
+    quiet = terminal.invoke(app, [*args, "--out", str(tmp_path / "b"), "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "cell 1@2" not in quiet.output and "eta" not in quiet.output
+    assert "wrote" in quiet.output  # the results still print
 
 
 def test_calibrate_without_a_task_is_a_clear_error(tiny_cli):
@@ -128,7 +145,7 @@ def test_sweep_refuses_a_bad_strength_or_op_before_any_baseline(tiny_cli, tmp_pa
 
 
 def test_compare_refuses_unknown_methods_listing_the_valid_ones_before_loading(tmp_path, monkeypatch):
-    def no_model(model):
+    def no_model(model, quiet=False):
         raise AssertionError("the model was loaded before --methods was checked")
 
     monkeypatch.setattr("steerlab.cli.eval_cmds.load_model", no_model)

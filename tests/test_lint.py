@@ -223,13 +223,24 @@ def test_lint_path_and_render(tmp_path: Path) -> None:
     text = render(report)
     lines = text.splitlines()
     assert lines[0] == f"{path}: 12 items (pairs), 1 error(s), 1 warning(s): FAIL"
-    assert lines[1].split()[:2] == ["error", "identical"] and "[items 11]" in lines[1]
-    assert lines[2].split()[:2] == ["warning", "duplicate-pair"] and "[items 10]" in lines[2]
+    # 1-based file lines, as the loaders report them (items 11 and 10 sit on lines 12 and 11)
+    assert lines[1].split()[:2] == ["error", "identical"] and "[lines 12]" in lines[1]
+    assert lines[2].split()[:2] == ["warning", "duplicate-pair"] and "[lines 11]" in lines[2]
+    assert report.findings[0].items == [11]  # the API keeps 0-based indices into the list
+
+
+def test_lint_path_points_at_lines_of_a_pretty_printed_json_file(tmp_path: Path) -> None:
+    pairs = [*clean_pairs(), ContrastPair("Same.", "Same.")]
+    path = tmp_path / "p.json"
+    rows = [{"positive": p.positive, "negative": p.negative} for p in pairs]
+    path.write_text(json.dumps(rows, indent=2))  # 4 lines per object, after the opening "["
+    report = lint_path(path)
+    assert f"[lines {2 + 4 * 10}]" in render(report)
 
 
 def test_render_truncates_long_item_lists() -> None:
     report = LintReport("pairs", 20, [Finding("warning", "x", "msg", list(range(20)))])
-    assert render(report).splitlines()[1].endswith("[items 0, 1, 2, 3, 4, 5, 6, 7 +12 more]")
+    assert render(report).splitlines()[1].endswith("[items 1, 2, 3, 4, 5, 6, 7, 8 +12 more]")  # 1-based
 
 
 def test_lint_path_reports_unloadable_file(tmp_path: Path) -> None:

@@ -84,6 +84,33 @@ def test_wilson_interval_known_values():
         metrics.wilson_interval(11, 10)
 
 
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (8, 10), (10, 10), (1, 1), (37, 120)])
+def test_wilson_interval_is_scipys_and_equals_the_score_formula(k, n):
+    """The library's interval, at the confidence level of z = 1.96, equals the Wilson score formula."""
+    from scipy.stats import binomtest, norm
+
+    lo, hi = metrics.wilson_interval(k, n)
+    ref = binomtest(k, n).proportion_ci(confidence_level=2 * norm.cdf(1.96) - 1, method="wilson")
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    z, p = 1.96, k / n  # the formula the hand-written version used
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (lo, hi) == pytest.approx((max(0.0, centre - half), min(1.0, centre + half)), abs=1e-9)
+
+
+def test_bootstrap_is_scipys_percentile_bootstrap():
+    from scipy.stats import bootstrap as scipy_bootstrap
+
+    values = np.random.default_rng(1).normal(size=25)
+    ours = metrics.bootstrap(values, seed=7, n_resamples=500)
+    ref = scipy_bootstrap(
+        (values,), np.mean, n_resamples=500, method="percentile", rng=np.random.default_rng(7)
+    ).confidence_interval
+    assert (ours.low, ours.high) == (ref.low, ref.high)
+    median = metrics.bootstrap(values, statistic=np.median, seed=7, n_resamples=500)
+    assert median.value == float(np.median(values)) and median.low < median.value < median.high
+
+
 def test_proportion_carries_wilson_bounds():
     est = metrics.proportion([True] * 8 + [False] * 2)
     assert est.value == 0.8 and est.n == 10

@@ -66,7 +66,9 @@ def test_slider_steers_the_right_pane_and_tokens_are_coloured(lm, browser, serve
     page.fill("#max-tokens", str(TOKENS))
     slider = page.get_by_label("strength of happy")
     slider.focus()
-    for _ in range(8):  # 0.00 -> 0.08, one keyboard step at a time
+    # an uncalibrated vector: the slider spans +-0.1 (norm unit) in steps of 0.005, starting at 0
+    assert slider.get_attribute("max") == "0.1" and slider.input_value() == "0"
+    for _ in range(16):  # 0.00 -> 0.08, one keyboard step at a time
         page.keyboard.press("ArrowRight")
     assert slider.input_value() == "0.08"
     assert page.is_checked("#vector-list input[type=checkbox]")  # moving a slider selects its vector

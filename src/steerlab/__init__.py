@@ -11,9 +11,11 @@ does, and serve it. The public surface is small::
 """
 
 from steerlab.engine import Steering, SteeringContext
+from steerlab.engine.condition import Condition, all_of, any_of, not_
 from steerlab.errors import DataError, ModelError, SteeringError, SteerlabError, VectorError
 from steerlab.extract import extract
 from steerlab.lm import LM, from_model, load
+from steerlab.methods.condition import find_condition
 from steerlab.reader import read
 from steerlab.vector import SteeringVector
 
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LM",
+    "Condition",
     "DataError",
     "ModelError",
     "Steering",
@@ -29,8 +32,12 @@ __all__ = [
     "SteeringVector",
     "SteerlabError",
     "VectorError",
+    "all_of",
+    "any_of",
     "extract",
+    "find_condition",
     "from_model",
     "load",
+    "not_",
     "read",
 ]

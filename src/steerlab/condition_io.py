@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steerlab.engine.condition import Condition
-from steerlab.errors import SteeringError, VectorError
+import torch
+
+from steerlab.errors import VectorError
 from steerlab.vector_io import jsonable
 
 FORMAT = "steerlab-condition"
@@ -22,38 +23,25 @@ HEADER_KEY = "steerlab_condition"
 TENSOR = "condition.direction"
 
 
-def condition_record(cond: Condition) -> dict[str, Any]:
-    """The JSON record saved beside the direction (also what ``steerlab info`` and the server list)."""
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": cond.name,
-        "model_id": cond.model_id,
-        "width": cond.width,
-        "layer": cond.layer,
-        "threshold": cond.threshold,
-        "comparison": cond.comparison,
-        "site": "resid",
-        "pooling": "prompt mean, cosine with the direction",
-        "diagnostics": cond.diagnostics,
-    }
-
-
-def save_condition(cond: Condition, path: Path) -> Path:
+def write_condition(path: Path, direction: torch.Tensor, record: dict[str, Any]) -> Path:
+    """Write the direction and ``record`` (stamped with this format) to ``path``, atomically."""
     from safetensors.torch import save_file
 
     from steerlab.interop.atomic import atomic_write
 
     if path.suffix != ".safetensors":
         raise VectorError(f"a condition file must end in .safetensors, got '{path.name}'")
-    header = {HEADER_KEY: json.dumps(condition_record(cond), sort_keys=True, default=jsonable)}
-    tensors = {TENSOR: cond.direction.contiguous()}
+    stamped = {**record, "format": FORMAT, "format_version": FORMAT_VERSION}
+    header = {HEADER_KEY: json.dumps(stamped, sort_keys=True, default=jsonable)}
+    tensors = {TENSOR: direction.contiguous()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     return path
 
 
 def is_condition_file(path: Path) -> bool:
     """Whether ``path`` is a safetensors file with a condition record (for ``steerlab info``)."""
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return False
     try:
         read_header(path)
     except (VectorError, OSError):
@@ -86,8 +74,8 @@ def read_header(path: Path) -> dict[str, Any]:
     return record
 
 
-def load_condition(path: Path) -> Condition:
-    """Read a condition file; a malformed record or tensor is a :class:`VectorError` naming the file."""
+def read_condition(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The direction and record of a condition file; a malformed one is a :class:`VectorError`."""
     from safetensors import SafetensorError, safe_open
 
     record = read_header(path)
@@ -102,17 +90,7 @@ def load_condition(path: Path) -> Condition:
         raise VectorError(f"{path} is not a readable safetensors file: {exc}") from exc
     width = record.get("width")
     if direction.dim() != 1 or width != direction.shape[0]:
-        raise VectorError(f"{path}: the record says width {width!r} but the direction has shape {list(direction.shape)}")
-    diagnostics = record.get("diagnostics") or {}
-    try:
-        return Condition(
-            direction=direction,
-            layer=record.get("layer"),
-            threshold=record.get("threshold"),
-            comparison=record.get("comparison", "greater"),
-            model_id=str(record.get("model_id") or ""),
-            name=str(record.get("name") or ""),
-            diagnostics=diagnostics if isinstance(diagnostics, dict) else {},
+        raise VectorError(
+            f"{path}: the record says width {width!r} but the direction has shape {list(direction.shape)}"
         )
-    except SteeringError as exc:
-        raise VectorError(f"{path}: {exc}") from None
+    return direction, record

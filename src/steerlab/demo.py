@@ -12,6 +12,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from steerlab.progress import spinner
+
 DEMO_PROMPTS = (
     "Tell me about your day.",
     "What do you think about the ocean?",
@@ -27,7 +29,7 @@ def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Consol
 
     console = console or Console()
     started = time.perf_counter()
-    with console.status("loading the embedded SmolLM2-135M-Instruct ..."):
+    with spinner("loading the embedded SmolLM2-135M-Instruct", console=console):
         lm = steerlab.load()
     console.print(f"[bold]model[/] {lm}  (loaded in {time.perf_counter() - started:.1f} s)")
     pairs = demo_pairs()
@@ -36,7 +38,7 @@ def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Consol
         f"   + {pairs[0].positive}\n   - {pairs[0].negative}"
     )
     tick = time.perf_counter()
-    vector = steerlab.extract(lm, pairs, method="mean_diff")
+    vector = steerlab.extract(lm, pairs, method="mean_diff", progress=True)
     console.print(
         f"[bold]vector[/] mean difference of last-token activations, all {lm.num_layers} layers, "
         f"in {time.perf_counter() - tick:.1f} s; steering layers {layers}"
@@ -45,15 +47,17 @@ def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Consol
         "[dim]strength = fraction of the typical residual-stream norm added at each steered layer; "
         "+ pushes towards 'happy', - towards 'sad', 0 is the unsteered model.[/]"
     )
-    texts = lm.generate(
-        [p for p in DEMO_PROMPTS for _ in DEMO_STRENGTHS],
-        max_new_tokens=max_new_tokens,
-        row_steering=[
-            None if s == 0 else steerlab.Steering(vector, strength=s, layers=layers)
-            for _ in DEMO_PROMPTS
-            for s in DEMO_STRENGTHS
-        ],
-    )
+    rows = len(DEMO_PROMPTS) * len(DEMO_STRENGTHS)
+    with spinner(f"generating {rows} answers ({max_new_tokens} tokens each) in one batch", console=console):
+        texts = lm.generate(
+            [p for p in DEMO_PROMPTS for _ in DEMO_STRENGTHS],
+            max_new_tokens=max_new_tokens,
+            row_steering=[
+                None if s == 0 else steerlab.Steering(vector, strength=s, layers=layers)
+                for _ in DEMO_PROMPTS
+                for s in DEMO_STRENGTHS
+            ],
+        )
     for i, prompt in enumerate(DEMO_PROMPTS):
         table = Table(title=f"“{prompt}”", show_lines=True, title_justify="left")
         table.add_column("strength", justify="right", no_wrap=True)

@@ -46,19 +46,47 @@ class LM(ModelHandle):
         positions: Any = "all",
         unit: str | None = None,
         site: str | None = None,
+        condition: Any = None,
         strict_model: bool = True,
     ) -> SteeringContext:
-        """Steer every row the same way inside a ``with`` block (several vectors compose in order)."""
-        defaults = dict(strength=strength, op=op, layers=layers, positions=positions, unit=unit, site=site)
+        """Steer every row the same way inside a ``with`` block (several vectors compose in order).
+
+        With ``condition`` (a :class:`steerlab.Condition` or rule), a bare vector steers a row only when
+        the condition fires on that row's prompt (``ctx.fired_rows()`` says which did).
+
+        ``spec`` may also be a raw tensor, as other steering libraries take it: a ``(width,)`` tensor is
+        one direction applied at ``layers`` (required), a dict ``{layer: tensor}`` one direction per layer
+        (keys may be TransformerLens hook names). Such tensors carry no recorded norm, so ``unit``
+        defaults to ``"raw"`` for them: ``strength * tensor`` is added as is (repeng's coefficients carry
+        over unchanged); pass ``unit="norm"`` to scale by the model's typical norm instead.
+        """
+        if isinstance(spec, torch.Tensor | dict):
+            spec = vector_from_tensors(spec, layers=layers, site=site, model_id=self.model_id)
+            unit = unit or "raw"
+        defaults = dict(
+            strength=strength,
+            op=op,
+            layers=layers,
+            positions=positions,
+            unit=unit,
+            site=site,
+            condition=condition,
+        )
         steerings = as_steerings(spec, **defaults)
         plan = self.compile([steerings], strict_model=strict_model)
         return SteeringContext(self, plan, compile=self.compile)
 
-    def steer_rows(self, rows: Sequence[Any], *, strict_model: bool = True) -> SteeringContext:
-        """Per-row steering: ``rows[i]`` (a Steering, a list of them, or None) applies to batch row ``i``."""
+    def steer_rows(
+        self, rows: Sequence[Any], *, strict_model: bool = True, fired: Sequence[Sequence[bool]] | None = None
+    ) -> SteeringContext:
+        """Per-row steering: ``rows[i]`` (a Steering, a list of them, or None) applies to batch row ``i``.
+
+        ``fired[i]`` optionally gives row ``i``'s condition decisions made at its own prefill (one per
+        conditional steering, as ``ctx.fired_rows()`` returned them), for decode steps in another batch.
+        """
         compiled = [as_steerings(row) for row in rows]
         plan = self.compile(compiled, strict_model=strict_model)
-        return SteeringContext(self, plan, per_row=True, compile=self.compile)
+        return SteeringContext(self, plan, per_row=True, compile=self.compile, fired=fired)
 
     def compile(self, rows: Sequence[Sequence[Steering]], *, strict_model: bool = True) -> Plan:
         """Compile one list of steerings per row into a plan, measuring the typical norms it needs first."""
@@ -82,14 +110,19 @@ class LM(ModelHandle):
         """See :func:`steerlab.generate.generate`. A single string returns a single string.
 
         ``engine="llamacpp"`` runs the same request on llama.cpp (GGUF-loaded models, ``add`` steering on
-        the residual stream only; several times faster on CPU), see ``docs/interop.md``.
+        the residual stream only; several times faster on CPU), see ``docs/interop.md``. ``engine="vllm"``
+        runs it on stock vLLM with per-request steering (``steerlab[vllm]``), see ``docs/vllm.md``.
         """
         if engine == "llamacpp":
             from steerlab.interop.llamacpp_engine import generate_llamacpp
 
             return generate_llamacpp(self, prompts, **kwargs)
+        if engine == "vllm":
+            from steerlab.backends.vllm.engine import generate_vllm
+
+            return generate_vllm(self, prompts, **kwargs)
         if engine != "torch":
-            raise SteeringError(f"unknown engine '{engine}'; expected 'torch' or 'llamacpp'")
+            raise SteeringError(f"unknown engine '{engine}'; expected 'torch', 'llamacpp' or 'vllm'")
         from steerlab.generate import generate
 
         return generate(self, prompts, **kwargs)
@@ -99,6 +132,50 @@ class LM(ModelHandle):
         from steerlab.generate import next_token_logits
 
         return next_token_logits(self, [texts] if isinstance(texts, str) else list(texts))
+
+
+def vector_from_tensors(
+    spec: torch.Tensor | dict[Any, torch.Tensor], *, layers: Any, site: str | None, model_id: str
+) -> SteeringVector:
+    """A :class:`SteeringVector` from a bare ``(width,)`` tensor at ``layers`` or a ``{layer: tensor}``
+    dict (int keys or TransformerLens hook names), made by hand: no norms, no recorded defaults."""
+    from steerlab.engine.hook_names import is_hook_spec, parse_hook_names, site_from_hook
+    from steerlab.engine.spec import parse_layers
+
+    site = (site_from_hook(site) or site) if site else None
+    if isinstance(spec, torch.Tensor):
+        if layers is None:
+            raise SteeringError(
+                "a raw tensor needs layers=... (e.g. lm.steer(tensor, layers='10-16', strength=4.0)); "
+                "or pass a dict {layer: tensor}"
+            )
+        directions = {layer: spec for layer in parse_layers(layers)}
+        hooked = parse_hook_names(layers).site if is_hook_spec(layers) else None
+    else:
+        directions, sites = {}, set()
+        for key, tensor in spec.items():
+            if is_hook_spec(key):
+                named = parse_hook_names(key)
+                directions.update({layer: tensor for layer in named.layers})
+                sites.add(named.site)
+            elif isinstance(key, int) and not isinstance(key, bool):
+                directions[key] = tensor
+            else:
+                raise SteeringError(f"dict keys must be layer ints or hook names, got {key!r}")
+        if len(sites) > 1:
+            raise SteeringError(f"the dict's hook names mix sites {sorted(sites)}; one steering has one site")
+        hooked = sites.pop() if sites else None
+    for layer, tensor in directions.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise SteeringError(f"layer {layer}: expected a 1-D tensor of shape (width,), got {shape}")
+    return SteeringVector(
+        directions=dict(directions),
+        model_id=model_id,
+        site=site or hooked or "resid",
+        method="tensor",
+        notes="built from raw tensors passed to lm.steer",
+    )
 
 
 def load(

@@ -8,9 +8,10 @@ Three shapes cover every long command:
   (sweep, calibrate, compare): each message is printed, and a message that finishes one unit of work
   carries ``(i/N`` (e.g. ``cell 10@0.05 (3/12): ...``) so the bar counts it.
 
-Everything is quiet when ``quiet=True`` (or when no console is given to a library call), so library
-callers and tests see no bars unless they ask. Bars are transient: they vanish when done and leave the
-command's real output clean.
+Everything is quiet when ``quiet=True``; library functions default to ``progress=False``, so library
+callers and tests see no bars unless they ask. Bars go to stderr (unless a console is given) and are
+transient: they vanish when done, leave the command's real output clean, and are not drawn at all when
+stderr is not a terminal (CI logs see the plain lines only).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def make_progress(console: Console | None = None) -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=console,
+        console=console or Console(stderr=True),
         transient=True,
     )
 
@@ -107,7 +108,8 @@ class StageBar:
     """A ``progress(message)`` callback that prints each message and counts finished units per stage.
 
     Use as a context manager around the work; call it with the evaluation code's messages. A new stage
-    (``[stage]`` prefix) starts a new bar line, so counts never restart inside one bar.
+    (``[stage]`` prefix) starts a new bar line; a stage that runs several rounds (calibration sweeps a
+    grid, then refines it) grows its total, so a count never restarts inside one bar.
     """
 
     console: Console | None = None
@@ -115,6 +117,7 @@ class StageBar:
     started: float = field(default_factory=time.perf_counter)
     _progress: Progress | None = field(default=None, init=False, repr=False)
     _tasks: dict[str, TaskID] = field(default_factory=dict, init=False, repr=False)
+    _rounds: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)  # [size, done]
 
     def __enter__(self) -> StageBar:
         if not self.quiet:
@@ -140,11 +143,15 @@ class StageBar:
             return
         stage_match = _STAGE.match(message)
         stage = stage_match.group(1) if stage_match else "steps"
-        total = int(count.group(2))
+        size = int(count.group(2))
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=total)
-        task = self._tasks[stage]
-        self._progress.update(task, total=max(total, _total(self._progress, task) or 0))
+            self._tasks[stage] = self._progress.add_task(stage, total=0)
+            self._rounds[stage] = [0, 0]
+        task, round_ = self._tasks[stage], self._rounds[stage]
+        if round_[1] >= round_[0]:  # a new round of this stage (calibrate sweeps several times): grow
+            self._progress.update(task, total=(_total(self._progress, task) or 0) + size)
+            round_[:] = [size, 0]
+        round_[1] += 1
         self._progress.advance(task, 1)
 
 

@@ -60,14 +60,18 @@ class Activations:
         return next(iter(self.acts.values())).shape[0]
 
 
-def _select(h: torch.Tensor, lengths: torch.Tensor, position: Position) -> torch.Tensor:
-    """Reduce ``(b, T, W)`` right-padded activations to the requested positions."""
+def _select(h: torch.Tensor, lengths: torch.Tensor, position: Position, skip: int = 0) -> torch.Tensor:
+    """Reduce ``(b, T, W)`` right-padded activations to the requested positions.
+
+    ``skip`` leaves each text's first tokens out of ``"mean"`` (a text with no token left averages to 0).
+    """
     rows = torch.arange(h.shape[0])
     if position == "last":
         return h[rows, lengths - 1]
     if position == "mean":
-        mask = (torch.arange(h.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1).to(h.dtype)
-        return (h * mask).sum(1) / lengths[:, None].to(h.dtype)
+        steps = torch.arange(h.shape[1])[None, :]
+        mask = ((steps < lengths[:, None]) & (steps >= skip)).unsqueeze(-1).to(h.dtype)
+        return (h * mask).sum(1) / (lengths[:, None] - skip).clamp(min=1).to(h.dtype)
     if isinstance(position, int):
         return h[rows, _index(lengths, position)]
     if isinstance(position, tuple):
@@ -162,6 +166,7 @@ def iter_read(
     progress: bool | Ticker = False,
     dtype: torch.dtype | None = None,
     share_prefix: bool = True,
+    mean_skip: int = 0,
 ) -> Iterator[Batch]:
     """Yield activations batch by batch (longest first), for callers that accumulate statistics.
 
@@ -169,6 +174,7 @@ def iter_read(
     requested positions lie after them, that prefix runs once and each batch continues from a copy of
     its KV cache: contrast data is mostly template, so this skips a large share of the work. The
     result matches a full read up to float rounding; ``share_prefix=False`` turns it off.
+    ``mean_skip`` leaves each text's first tokens out of ``position="mean"`` (conditions use it).
     """
     if not texts:
         raise DataError("no texts to read")
@@ -179,7 +185,7 @@ def iter_read(
     deepest = layers[-1]
     encoded = [lm.encode(text) for text in texts]
     prefix = shared_prefix(encoded) if share_prefix and len(encoded) > 1 else 0
-    if prefix and not _prefix_usable(position, min(len(e) for e in encoded) - prefix):
+    if prefix and (mean_skip or not _prefix_usable(position, min(len(e) for e in encoded) - prefix)):
         prefix = 0
     order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
     pad = lm.pad_token_id
@@ -199,7 +205,7 @@ def iter_read(
                 norms.update(layer, h, state["lengths"], skip_first=not prefix)
                 if prefix:
                     norms.add(layer, prefix_norms[layer].repeat(h.shape[0]))
-            store[layer] = _select(h, state["lengths"], position).float()
+            store[layer] = _select(h, state["lengths"], position, mean_skip).float()
             if layer == deepest:
                 raise _Stop
 
@@ -271,6 +277,7 @@ def read(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     share_prefix: bool = True,
+    mean_skip: int = 0,
 ) -> Activations:
     """Read all activations into memory, in the input order."""
     meter = NormMeter()
@@ -286,6 +293,7 @@ def read(
         progress=progress,
         dtype=dtype,
         share_prefix=share_prefix,
+        mean_skip=mean_skip,
     ):
         for layer, acts in batch.acts.items():
             parts.setdefault(layer, []).append((batch.indices, acts))

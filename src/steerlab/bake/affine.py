@@ -6,6 +6,8 @@ Every runtime edit is ``y -> M y + t`` with ``M = I + (a - 1) u u^T``; folding i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 

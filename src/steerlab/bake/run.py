@@ -104,6 +104,10 @@ def bake(
     items = as_steerings(list(steerings) if isinstance(steerings, list | tuple) else steerings, **defaults)
     if not items:
         raise SteeringError("nothing to bake: no steering given")
+    if any(s.condition is not None for s in items):
+        raise SteeringError(
+            "a conditional steering cannot be baked into weights (they apply to every prompt)"
+        )
     out_dir = Path(out_dir)
     prepare_target(out_dir, overwrite)
     bake_plan = plan_bake(lm, items, strict_model)

@@ -15,7 +15,15 @@ app = typer.Typer(
 )
 
 # Each module defines register(app). A module that is missing (optional extra not installed) is skipped.
-COMMAND_MODULES = ("core", "data_cmds", "methods_cmds", "interop_cmds", "eval_cmds", "serve_cmd")
+COMMAND_MODULES = (
+    "core",
+    "data_cmds",
+    "methods_cmds",
+    "interop_cmds",
+    "eval_cmds",
+    "serve_cmd",
+    "condition_cmds",
+)
 
 for _name in COMMAND_MODULES:
     try:

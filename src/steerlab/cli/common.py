@@ -49,8 +49,7 @@ def load_model(model: str | None, *, quiet: bool = False):
     import steerlab
 
     silence_library_bars()
-    name = model or "the embedded SmolLM2-135M-Instruct"
-    with spinner(f"loading {name} (a first load converts and caches it)", quiet=quiet, console=err_console):
+    with spinner(f"loading {model or 'the embedded SmolLM2-135M'}", quiet=quiet, console=err_console):
         return steerlab.load(model)
 
 

@@ -65,36 +65,59 @@ def generate(
     engine: Annotated[
         str, typer.Option(help="torch (any op, any site) or llamacpp (add on the residual only, faster).")
     ] = "torch",
+    condition: Annotated[
+        list[Path],
+        typer.Option(
+            "--condition",
+            help="Condition file (steerlab condition): steer a prompt only when it fires; one for all "
+            "vectors or one per --vector.",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Generate text, optionally steered by one or more vectors.
 
     Steering options given once apply to every vector; given several times they pair up with --vector in
     order. An option not given takes the vector's recorded default (as in Python and over HTTP).
     """
-    from steerlab import SteeringVector
+    import dataclasses
+
+    from steerlab import Condition, SteeringVector
 
     with friendly_errors():
         check_steering_values(layers=layers, positions=positions)
         lm = load_model(model)
+        if condition and not vector:
+            raise typer.BadParameter("--condition gates a --vector; give one")
+        conditions = [Condition.load(path, lm) for path in condition]
         steerings = []
         for i, path in enumerate(vector):
             vec = SteeringVector.load(path, lm)
-            steerings.append(
-                make_steering(
-                    vec,
-                    strength=_nth(strength, i),
-                    op=_nth(op, i),
-                    layers=_nth(layers, i),
-                    positions=_nth(positions, i),
-                    unit=_nth(unit, i),
-                    site=_nth(site, i),
-                )
+            steering = make_steering(
+                vec,
+                strength=_nth(strength, i),
+                op=_nth(op, i),
+                layers=_nth(layers, i),
+                positions=_nth(positions, i),
+                unit=_nth(unit, i),
+                site=_nth(site, i),
             )
+            gate = _nth(conditions, i)
+            steerings.append(dataclasses.replace(steering, condition=gate) if gate is not None else steering)
         options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, chat=chat)
-        outputs = lm.generate(prompt, steering=steerings or None, engine=engine, **options)
+        fired = None
+        if conditions:
+            if engine != "torch":
+                raise typer.BadParameter("--condition needs --engine torch")
+            with lm.steer(steerings) as ctx:
+                outputs = lm.generate(prompt, **options)
+                fired = ctx.fired_rows()
+        else:
+            outputs = lm.generate(prompt, steering=steerings or None, engine=engine, **options)
         baseline = lm.generate(prompt, **options) if compare and steerings else None
         for i, text in enumerate(outputs):
             console.rule(f"prompt {i + 1}: {prompt[i][:60]}")
+            if fired is not None:
+                console.print(f"[dim]condition fired:[/] {', '.join(str(f).lower() for f in fired[i])}")
             if baseline is not None:
                 console.print(f"[dim]unsteered:[/] {baseline[i]}")
                 console.print(f"[bold]steered:[/]   {text}")
@@ -120,10 +143,14 @@ def info(
         Path, typer.Argument(help="A vector file: steerlab safetensors, GGUF control vector, .svec.")
     ],
 ) -> None:
-    """Print what a vector file holds: model, method, site, layers, norms, provenance."""
+    """Print what a vector file holds: model, method, site, layers, norms, provenance (or a condition's)."""
     from steerlab import SteeringVector
+    from steerlab.condition_io import is_condition_file
 
     with friendly_errors():
+        if is_condition_file(path):
+            _condition_info(path)
+            return
         vec = SteeringVector.load(path)
         console.print(vec.describe())
         table = Table("layer", "direction norm", "typical resid norm", "separation (d')", "accuracy")
@@ -136,6 +163,29 @@ def info(
                 f"{norm:.1f}" if norm else "-",
                 f"{diag['d_prime']:.2f}" if "d_prime" in diag else "-",
                 f"{diag['accuracy']:.2f}" if "accuracy" in diag else "-",
+            )
+        console.print(table)
+
+
+def _condition_info(path: Path) -> None:
+    """A condition file: its rule, where it was found, and the per-layer search table."""
+    from steerlab import Condition
+
+    cond = Condition.load(path)
+    console.print(f"[bold]condition[/] {cond.describe()}  model {cond.model_id or '-'}  width {cond.width}")
+    diag = cond.diagnostics
+    if "held_out_f1" in diag:
+        console.print(f"held-out F1 {diag['held_out_f1']:.3f}, accuracy {diag['held_out_accuracy']:.3f}")
+    rows = diag.get("per_layer") if isinstance(diag.get("per_layer"), list) else []
+    if rows:
+        table = Table("layer", "threshold", "comparison", "held-out F1", "held-out accuracy")
+        for row in rows:
+            table.add_row(
+                str(row.get("layer")),
+                f"{row.get('threshold', float('nan')):.4f}",
+                str(row.get("comparison")),
+                f"{row.get('f1', float('nan')):.3f}",
+                f"{row.get('accuracy', float('nan')):.3f}",
             )
         console.print(table)
 

@@ -261,9 +261,7 @@ def calibrate(
         task = task_kind(task, data)
         if task == "none":
             raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
-        lm, vec, cells = _model_vector_cells(
-            vector, model, layers, strengths, "add", "norm", threads, quiet
-        )
+        lm, vec, cells = _model_vector_cells(vector, model, layers, strengths, "add", "norm", threads, quiet)
         the_task = _task(lm, task, data, budget)
         if the_task is None:
             raise SteerlabError("calibrate needs a task to measure the effect (use --task and --data)")
@@ -346,7 +344,7 @@ def compare(
             data_sizes=_ints(data_sizes, "--data-sizes"),
             seeds=_ints(seeds, "--seeds"),
             capability=load_capability(capability, capability_n) if capability else [],
-            verbose=True,
+            verbose=not quiet,
         )
         _threads(threads)
         lm = load_model(model, quiet=quiet)

@@ -7,8 +7,16 @@ from typing import Annotated
 
 import typer
 
-from steerlab.cli.common import check_steering_values, make_steering, steering_option
+from steerlab.cli.common import (
+    QuietOpt,
+    check_steering_values,
+    err_console,
+    load_model,
+    make_steering,
+    steering_option,
+)
 from steerlab.errors import SteerlabError
+from steerlab.progress import spinner
 
 MODEL_HELP = "Model: a .gguf file, HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)."
 
@@ -18,10 +26,9 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _load_model(source: str | None):
-    import steerlab
-
-    return steerlab.load(source)
+def _load_model(source: str | None, quiet: bool = False):
+    """The model behind a spinner on stderr (the first load of a GGUF file converts it)."""
+    return load_model(source, quiet=quiet)
 
 
 def export_cmd(
@@ -108,6 +115,7 @@ def bake_cmd(
     model: str | None = typer.Option(None, help=MODEL_HELP),
     force: bool = typer.Option(False, help="Replace a non-empty output folder."),
     verify: bool = typer.Option(True, help="Reload the folder and compare logits with runtime steering."),
+    quiet: QuietOpt = False,
 ) -> None:
     """Write an HF model folder whose behaviour equals runtime steering (steerlab.load(OUT) loads it)."""
     from steerlab.bake import bake
@@ -116,7 +124,7 @@ def bake_cmd(
 
     try:
         check_steering_values(layers=[layers])
-        lm = _load_model(model)
+        lm = _load_model(model, quiet)
         vec = import_vector(vector, lm)
         if direction_from is not None:
             vec = vec.select([direction_from])
@@ -126,7 +134,9 @@ def bake_cmd(
             steering = make_steering(
                 vec, strength=strength, op=op, layers=f"0-{lm.num_layers - 1}", unit=unit, site=site
             )
-        report = bake(lm, steering, out, overwrite=force, verify=verify)
+        what = "writing the baked folder" + (", reloading it and comparing logits" if verify else "")
+        with spinner(what, quiet=quiet, console=err_console):
+            report = bake(lm, steering, out, overwrite=force, verify=verify)
     except SteerlabError as exc:
         _fail(exc)
     except OSError as exc:

@@ -33,7 +33,9 @@ def extract_cmd(
         Path | None, typer.Option("--out", "-o", help="Vector file to write (.safetensors).")
     ] = None,
     model: ModelOpt = None,
-    layers: Annotated[str | None, typer.Option(help="Layers to read, e.g. 8-20; default all.")] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="Layers to read, e.g. 8-20 or blocks.12.hook_resid_post; default all.")
+    ] = None,
     site: Annotated[str, typer.Option(help="resid | attn | mlp | head (pair methods).")] = "resid",
     position: Annotated[str, typer.Option(help="last | mean | a token index (pair methods, iti).")] = "last",
     chat: Annotated[bool, typer.Option(help="Wrap texts in the model's chat template.")] = True,

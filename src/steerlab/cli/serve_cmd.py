@@ -50,6 +50,12 @@ def register(app: typer.Typer) -> None:
             "localhost; repeatable; '*' allows any",
         ),
         device: str = typer.Option("cpu", help="torch device for the model"),
+        engine: str = typer.Option(
+            "torch",
+            "--engine",
+            help="torch (steerlab's own batching) or vllm (stock vLLM with the steerlab plugin; "
+            "needs steerlab[vllm], see docs/vllm.md)",
+        ),
         max_batch: int = typer.Option(32, help="sequences decoded together"),
         max_queue: int = typer.Option(256, help="requests allowed to wait; more get 429"),
         queue_timeout: float = typer.Option(60.0, help="seconds a request may wait for a slot before a 503"),
@@ -91,6 +97,7 @@ def register(app: typer.Typer) -> None:
                 allow_origins=tuple(allow_origin or ()),
                 allow_hosts=tuple(allow_host or ()),
                 ephemeral=ephemeral,
+                engine=engine,
             )
             if vectors is not None and not vectors.is_dir():
                 raise SteerlabError(f"--vectors must be a folder of vector files; {vectors} is not a folder")

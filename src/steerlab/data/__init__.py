@@ -6,6 +6,7 @@ an expensive forward pass, and the same strings are produced for extraction, eva
 
 from steerlab.data.chat import format_user, has_chat_template, pair_texts, plain_format
 from steerlab.data.formats import (
+    EXAMPLES,
     MIN_PER_SIDE,
     ABItem,
     ContrastPair,
@@ -14,6 +15,7 @@ from steerlab.data.formats import (
     ab_to_pairs,
     data_hash,
     demo_pairs,
+    example_path,
     labelled_to_pairs,
     load_ab,
     load_any,
@@ -27,6 +29,7 @@ from steerlab.data.formats import (
 from steerlab.data.lint import Finding, LintReport, lint, lint_path, render
 
 __all__ = [
+    "EXAMPLES",
     "MIN_PER_SIDE",
     "ABItem",
     "ContrastPair",
@@ -37,6 +40,7 @@ __all__ = [
     "ab_to_pairs",
     "data_hash",
     "demo_pairs",
+    "example_path",
     "format_user",
     "has_chat_template",
     "labelled_to_pairs",

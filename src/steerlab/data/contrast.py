@@ -27,7 +27,8 @@ def texts_hash(positive: Sequence[str], negative: Sequence[str]) -> str:
 
 
 def as_pair(i: int, item: Any) -> ContrastPair:
-    """One item of contrast data (a ContrastPair, a dict or a 2-tuple) as a checked ContrastPair."""
+    """Item number ``i`` (counted from 1 in messages) of contrast data (a ContrastPair, a dict or a 2-tuple)
+    as a checked ContrastPair."""
     if isinstance(item, ContrastPair):
         pair = item
     elif isinstance(item, dict):
@@ -57,7 +58,7 @@ def contrast_texts(lm: ModelHandle, data: Any, *, chat: bool = True) -> tuple[li
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, list | tuple) for x in data):
         positive, negative = list(data[0]), list(data[1])
     else:
-        pairs = [as_pair(i, item) for i, item in enumerate(data)]
+        pairs = [as_pair(i, item) for i, item in enumerate(data, start=1)]  # 1-based, like file lines
         positive, negative = pair_texts(pairs, lm.tokenizer if chat else None, chat=chat)
     if len(positive) < 2 or len(negative) < 2:
         raise DataError(

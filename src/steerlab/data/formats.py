@@ -426,6 +426,32 @@ def _resource_text(*parts: str) -> tuple[str, str]:
         ) from None
 
 
+#: The minimal example file of every accepted format, shipped in ``steerlab/data/examples`` (documented in
+#: docs/data-formats.md): file name -> the kind :func:`load_any` reads it as.
+EXAMPLES = {
+    "pairs.jsonl": "pairs",
+    "pairs.json": "pairs",
+    "completions.jsonl": "pairs",
+    "persona.json": "pairs",
+    "ab.jsonl": "ab",
+    "labelled.jsonl": "labelled",
+    "harmful.jsonl": "instructions",
+    "harmless.jsonl": "instructions",
+}
+
+
+def example_path(name: str) -> Path:
+    """The path of a shipped example data file (see :data:`EXAMPLES`), to copy or pass to a command."""
+    if name not in EXAMPLES:
+        raise DataError(f"no example data file {name!r}; expected one of {', '.join(EXAMPLES)}")
+    path = Path(str(importlib.resources.files("steerlab.data").joinpath("examples", name)))
+    if not path.is_file():
+        raise DataError(
+            f"{path}: expected a packaged example file, found nothing (is the package installed?)"
+        )
+    return path
+
+
 def demo_pairs(name: str = "happy_sad") -> list[ContrastPair]:
     """The demo's contrast pairs (a persona template over neutral tasks), shipped inside the package.
 

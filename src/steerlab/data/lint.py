@@ -44,6 +44,7 @@ from steerlab.data.formats import (
     ab_to_pairs,
     load_any,
 )
+from steerlab.data.records import load_records
 from steerlab.errors import DataError
 
 Level = Literal["error", "warning"]
@@ -54,7 +55,11 @@ _SHOWN_ITEMS = 8
 
 @dataclass(frozen=True)
 class Finding:
-    """One defect: ``items`` are 0-based indices into the linted list, so a tool can point at them."""
+    """One defect: ``items`` are 0-based indices into the linted list, so a tool can point at them.
+
+    Rendered for people they become 1-based, like every other location steerlab prints: file line
+    numbers when the report came from a file (:attr:`LintReport.lines`), else item numbers from 1.
+    """
 
     level: Level
     code: str
@@ -71,6 +76,14 @@ class LintReport:
     findings: list[Finding]
     strict: bool = False
     source: str | None = None
+    #: 1-based line in ``source`` of each linted item (``None``: not from a file, or no one line per item)
+    lines: tuple[int, ...] | None = None
+
+    def where(self, index: int) -> int:
+        """The 1-based location people see for item ``index``: its file line, else its item number."""
+        if self.lines is not None and index < len(self.lines):
+            return self.lines[index]
+        return index + 1
 
     @property
     def errors(self) -> list[Finding]:
@@ -370,15 +383,24 @@ def lint_path(path: str | Path, strict: bool = False, **options: Any) -> LintRep
     except DataError as exc:
         return LintReport("unknown", 0, [Finding("error", "load", str(exc))], strict, str(path))
     report = lint(items, strict=strict, source=str(path), **options)
-    return LintReport(kind, report.n_items, report.findings, strict, str(path))
+    return LintReport(kind, report.n_items, report.findings, strict, str(path), _item_lines(path, len(items)))
 
 
-def _items_text(items: list[int]) -> str:
+def _item_lines(path: str | Path, count: int) -> tuple[int, ...] | None:
+    """The file line of each item, when the file has one record per item (not a persona template)."""
+    parsed, _ = load_records(path)
+    if isinstance(parsed, dict) or len(parsed) != count:
+        return None
+    return tuple(record.line for record in parsed)
+
+
+def _items_text(report: LintReport, items: list[int]) -> str:
     if not items:
         return ""
-    shown = ", ".join(map(str, items[:_SHOWN_ITEMS]))
+    shown = ", ".join(str(report.where(i)) for i in items[:_SHOWN_ITEMS])
     more = f" +{len(items) - _SHOWN_ITEMS} more" if len(items) > _SHOWN_ITEMS else ""
-    return f" [items {shown}{more}]"
+    unit = "lines" if report.lines is not None else "items"
+    return f" [{unit} {shown}{more}]"
 
 
 def render(report: LintReport) -> str:
@@ -391,5 +413,5 @@ def render(report: LintReport) -> str:
     ]
     width = max((len(f.code) for f in report.findings), default=0)
     for f in report.findings:
-        lines.append(f"  {f.level:<7} {f.code:<{width}}  {f.message}{_items_text(f.items)}")
+        lines.append(f"  {f.level:<7} {f.code:<{width}}  {f.message}{_items_text(report, f.items)}")
     return "\n".join(lines)

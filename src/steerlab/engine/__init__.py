@@ -1,5 +1,6 @@
 """The one intervention engine: specs, compiled plans, hooks."""
 
+from steerlab.engine.condition import Condition, Rule
 from steerlab.engine.context import SteeringContext, unsteered
 from steerlab.engine.plan import (
     Norms,
@@ -15,8 +16,10 @@ from steerlab.engine.spec import OPS, Steering, as_steerings, parse_layers, pars
 
 __all__ = [
     "OPS",
+    "Condition",
     "Norms",
     "Plan",
+    "Rule",
     "Steering",
     "SteeringContext",
     "Term",

@@ -1,8 +1,10 @@
 """Conditions: whether a prompt is "about" something, decided from one hidden state, defined once.
 
 A :class:`Condition` (Conditional Activation Steering, Lee et al. 2025) reads the residual stream at
-its ``layer`` over a prompt's real tokens, averages it (the *prompt mean*), and scores it by the cosine
-with a condition ``direction``; it **fires** when the score is ``> threshold`` (``comparison="greater"``)
+its ``layer`` over a prompt's real tokens, averages it (the *prompt mean*; the first ``skip`` tokens, the
+chat template's header that every prompt shares, are left out: they say nothing about the prompt and
+their attention-sink states would dominate the mean), and scores it by the cosine with a condition
+``direction``; it **fires** when the score is ``> threshold`` (``comparison="greater"``)
 or ``< threshold`` (``"less"``). The cosine makes the score independent of a prompt's length and of the
 model's activation scale, so one threshold serves short and long prompts alike.
 
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
+from steerlab.condition_io import read_condition, write_condition
 from steerlab.errors import SteeringError, VectorError
 from steerlab.models.anatomy import Anatomy
 
@@ -66,10 +69,9 @@ class Condition:
     model_id: str = ""
     name: str = ""
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    skip: int = 0
 
     def __post_init__(self) -> None:
-        from steerlab.engine.spec import MAX_LAYER
-
         d = self.direction
         if not isinstance(d, torch.Tensor) or d.dim() != 1 or d.numel() == 0:
             raise SteeringError("a condition's direction must be a non-empty 1-D tensor")
@@ -80,13 +82,15 @@ class Condition:
         if norm == 0:
             raise SteeringError("a condition's direction is all zeros")
         object.__setattr__(self, "direction", d / norm)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or not 0 <= self.layer <= MAX_LAYER:
-            raise SteeringError(f"a condition's layer must be an int in 0..{MAX_LAYER}, got {self.layer!r}")
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
+            raise SteeringError(f"a condition's layer must be a non-negative int, got {self.layer!r}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float):
             raise SteeringError(f"a condition's threshold must be a number, got {self.threshold!r}")
         if not math.isfinite(float(self.threshold)):
             raise SteeringError(f"a condition's threshold must be finite, got {self.threshold}")
         object.__setattr__(self, "threshold", float(self.threshold))
+        if isinstance(self.skip, bool) or not isinstance(self.skip, int) or self.skip < 0:
+            raise SteeringError(f"a condition's skip must be a non-negative int, got {self.skip!r}")
         if self.comparison not in COMPARISONS:
             raise SteeringError(
                 f"unknown condition comparison {self.comparison!r}; expected one of {', '.join(COMPARISONS)}"
@@ -131,25 +135,50 @@ class Condition:
 
     def describe(self) -> str:
         sign = ">" if self.comparison == "greater" else "<"
-        return f"{self.name or 'condition'}(layer {self.layer}, cos {sign} {self.threshold:.4g})"
+        return f"{self.name or 'condition'}(layer {self.layer}, cos {sign} {self.threshold:.4g}, skip {self.skip})"
 
     def matches(self, lm: ModelHandle, prompts: Sequence[str], *, chat: bool = True) -> list[bool]:
         """Whether the condition fires on each prompt (chat-formatted like ``lm.generate`` does by default)."""
         return matches(self, lm, prompts, chat=chat)
 
     # ------------------------------------------------------------------ I/O
+    def record(self) -> dict[str, Any]:
+        """The JSON record saved beside the direction (also what ``steerlab info`` and the server show)."""
+        return {
+            "name": self.name,
+            "model_id": self.model_id,
+            "width": self.width,
+            "layer": self.layer,
+            "threshold": self.threshold,
+            "comparison": self.comparison,
+            "skip": self.skip,
+            "site": "resid",
+            "pooling": "mean over the prompt's tokens; score = cosine with the direction",
+            "diagnostics": self.diagnostics,
+        }
+
     def save(self, path: str | Path) -> Path:
         """Write a ``.safetensors`` file (the direction, plus a JSON record in the header), atomically."""
-        from steerlab.condition_io import save_condition
-
-        return save_condition(self, Path(path))
+        return write_condition(Path(path), self.direction, self.record())
 
     @classmethod
     def load(cls, path: str | Path, lm: ModelHandle | None = None, *, strict_model: bool = True) -> Condition:
         """Read a condition file; with ``lm``, refuse one made for another model or width at once."""
-        from steerlab.condition_io import load_condition
-
-        cond = load_condition(Path(path))
+        direction, record = read_condition(Path(path))
+        diagnostics = record.get("diagnostics") or {}
+        try:
+            cond = cls(
+                direction=direction,
+                layer=record.get("layer"),  # type: ignore[arg-type] - checked in __post_init__
+                threshold=record.get("threshold"),  # type: ignore[arg-type]
+                comparison=record.get("comparison", "greater"),
+                model_id=str(record.get("model_id") or ""),
+                name=str(record.get("name") or ""),
+                diagnostics=diagnostics if isinstance(diagnostics, dict) else {},
+                skip=record.get("skip", 0),  # type: ignore[arg-type]
+            )
+        except SteeringError as exc:
+            raise VectorError(f"{path}: {exc}") from None
         if lm is not None:
             try:
                 cond.check_fits(lm.anatomy, lm.model_id, strict_model=strict_model)
@@ -246,7 +275,9 @@ def not_(part: ConditionLike) -> Rule:
 def check_condition(value: Any) -> ConditionLike:
     """Accept a condition or a rule; anything else is a clear error."""
     if not isinstance(value, Condition | Rule):
-        raise SteeringError(f"condition must be a steerlab.Condition (or a rule of them), got {type(value).__name__}")
+        raise SteeringError(
+            f"condition must be a steerlab.Condition (or a rule of them), got {type(value).__name__}"
+        )
     return value
 
 
@@ -259,8 +290,13 @@ def leaf_scores(
     if not prompts:
         raise SteeringError("no prompts to match")
     texts = [lm.chat(p) if chat else p for p in prompts]
-    acts = read(lm, texts, sorted({leaf.layer for leaf in leaves}), position="mean", share_prefix=False).acts
-    return {id(leaf): leaf.scores(acts[leaf.layer]) for leaf in leaves}
+    out = {}
+    for skip in sorted({leaf.skip for leaf in leaves}):
+        group = [leaf for leaf in leaves if leaf.skip == skip]
+        layers = sorted({leaf.layer for leaf in group})
+        acts = read(lm, texts, layers, position="mean", share_prefix=False, mean_skip=skip).acts
+        out.update({id(leaf): leaf.scores(acts[leaf.layer]) for leaf in group})
+    return out
 
 
 def matches(cond: ConditionLike, lm: ModelHandle, prompts: Sequence[str], *, chat: bool = True) -> list[bool]:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from steerlab.engine import ops
+from steerlab.engine.condition import Condition, pooled_prompt_mean
 from steerlab.engine.plan import Plan, Term, compile_plan
 from steerlab.engine.spec import Steering
 from steerlab.errors import SteeringError
@@ -39,6 +40,7 @@ class SteeringContext:
         *,
         per_row: bool = False,
         compile: Compiler | None = None,
+        fired: Sequence[Sequence[bool]] | None = None,
     ) -> None:
         self.handle = handle
         self.plan = plan
@@ -47,7 +49,13 @@ class SteeringContext:
         self._handles: list[Any] = []
         self._positions: torch.Tensor | None = None
         self._prompt_len: torch.Tensor | None = None
-        self._masks: dict[int, torch.Tensor] = {}
+        self._masks: dict[Any, torch.Tensor] = {}
+        # conditions: leaf decisions of the last prefill (id(leaf) -> (B,) bool), or decisions given
+        self._prefill = False
+        self._leaf_fired: dict[int, torch.Tensor] = {}
+        self._preset: torch.Tensor | None = None
+        if fired is not None:
+            self._preset = preset_decisions(plan, fired, handle.device)
 
     # ----------------------------------------------------------- lifecycle
     def __enter__(self) -> SteeringContext:
@@ -80,6 +88,13 @@ class SteeringContext:
             if self.plan.needs_positions or self.per_row:
                 model = self.handle.model
                 self._handles.append(model.register_forward_pre_hook(self._track_positions, with_kwargs=True))
+            if self.plan.leaves and self._preset is None:  # first, so they read a layer before its edits
+                by_layer: dict[int, list[Condition]] = {}
+                for leaf in self.plan.leaves:
+                    by_layer.setdefault(leaf.layer, []).append(leaf)
+                for layer, leaves in sorted(by_layer.items()):
+                    module = self.handle.anatomy.module(layer, "resid")
+                    self._handles.append(module.register_forward_hook(self._leaf_hook(leaves)))
             for (layer, site), terms in self.plan.terms.items():
                 module = self.handle.anatomy.module(layer, site)
                 if site == "head":
@@ -96,19 +111,30 @@ class SteeringContext:
             handle.remove()
         self._handles.clear()
 
-    def set_rows(self, rows: Sequence[Sequence[Steering]], *, strict_model: bool = True) -> None:
+    def set_rows(
+        self,
+        rows: Sequence[Sequence[Steering]],
+        *,
+        strict_model: bool = True,
+        fired: Sequence[Sequence[bool]] | None = None,
+    ) -> None:
         """Replace the per-row steerings (e.g. when requests join or leave a shared batch).
 
-        The new plan is compiled first, so a bad row leaves the current steering installed.
+        ``fired`` gives, per row, the decision of each of its conditional steerings (in order), made at
+        that row's own prefill (see :meth:`fired_rows`); without it, conditions are decided at the next
+        prefill. The new plan is compiled first, so a bad row leaves the current steering installed.
         """
         if self._compile is not None:
             plan = self._compile(rows, strict_model=strict_model)
         else:
             plan = compile_plan(self.handle, rows, norms={}, strict_model=strict_model)
+        preset = preset_decisions(plan, fired, self.handle.device) if fired is not None else None
         was_active = self.active
         self.remove()
         self.plan = plan
         self.per_row = True
+        self._preset = preset
+        self._leaf_fired = {}
         if was_active:
             self.install()
 
@@ -140,6 +166,87 @@ class SteeringContext:
             )
         self._positions = torch.where(real, absolute, torch.full_like(absolute, -1))
         self._masks.clear()
+        self._prefill = past_len == 0
+        if self._prefill and self.plan.leaves and self._preset is None:
+            self._leaf_fired = {}
+
+    # ---------------------------------------------------------- conditions
+    def _leaf_hook(self, leaves: list[Condition]):
+        """Decide ``leaves`` (all read at one layer) from the prompt mean, in prefill passes only."""
+
+        def hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
+            if not self._prefill:
+                return
+            h = output if isinstance(output, torch.Tensor) else output[0]
+            if self._positions is None:
+                raise SteeringError("a condition needs the model called through its top-level forward")
+            if h.dim() == 2:
+                h = h.view(*self._positions.shape, h.shape[-1])
+            pooled: dict[int, torch.Tensor] = {}
+            for leaf in leaves:
+                if leaf.skip not in pooled:
+                    pooled[leaf.skip] = pooled_prompt_mean(h, self._positions >= leaf.skip)
+                self._leaf_fired[id(leaf)] = leaf.decide(leaf.scores(pooled[leaf.skip]))
+
+        return hook
+
+    def _condition(self, index: int, batch: int) -> torch.Tensor:
+        """Condition ``index``'s decision per row ``(batch,)``: given, or from the last prefill's leaves."""
+        if self._preset is not None:
+            return self._preset[:, index]
+        cond = self.plan.conditions[index]
+        missing = [leaf for leaf in cond.leaves() if id(leaf) not in self._leaf_fired]
+        if missing and self._prefill:
+            # read at a later layer of this very pass: only positions="generated" steerings may ask that
+            # (check_condition_order), and they edit no prompt token, so nothing fires yet
+            return torch.zeros(batch, dtype=torch.bool, device=self.handle.device)
+        if missing:
+            raise SteeringError(
+                f"{missing[0].describe()} has not been decided: conditions are decided in the prompt's "
+                "forward pass (one without a KV cache) while the steering is installed, and this context "
+                "saw none (pass the decisions made at prefill with fired=)"
+            )
+        decided = cond.evaluate(self._leaf_fired)
+        if decided.shape[0] != batch:
+            raise SteeringError(
+                f"the conditions were decided for {decided.shape[0]} rows but the batch has {batch}"
+            )
+        return decided
+
+    def _gate(self, term: Term, h: torch.Tensor) -> torch.Tensor:
+        """Rows (``(B, 1, 1)`` bool) where ``term``'s condition fired (or that it does not gate)."""
+        key = ("gate", id(term))
+        mask = self._masks.get(key)
+        if mask is None:
+            batch = h.shape[0]
+            gate = term.gate.expand(batch) if term.gate.shape[0] == 1 else term.gate
+            out = gate < 0
+            for index in term.conds:
+                out = out | ((gate == index) & self._condition(index, batch))
+            mask = out.view(batch, 1, 1)
+            self._masks[key] = mask
+        return mask
+
+    def fired_rows(self) -> list[list[bool]]:
+        """Per batch row, whether each of its conditional steerings fired (in order); [] for none.
+
+        Read after a forward pass (e.g. after ``lm.generate``); the decisions stay until the next prefill.
+        """
+        plan = self.plan
+        if not plan.conditions:
+            return [[] for _ in plan.row_conditions]
+        some = self._preset if self._preset is not None else next(iter(self._leaf_fired.values()), None)
+        if some is None:
+            raise SteeringError(
+                "no condition has been decided yet: run a forward pass over the prompts first"
+            )
+        batch = some.shape[0]
+        columns = [self._condition(i, batch) for i in range(len(plan.conditions))]
+        out = []
+        for row in range(batch):
+            own = plan.row_conditions[row if len(plan.row_conditions) > 1 else 0]
+            out.append([bool(columns[c][row]) for c in own])
+        return out
 
     def _mask(self, term: Term, h: torch.Tensor) -> torch.Tensor:
         key = id(term)
@@ -165,7 +272,11 @@ class SteeringContext:
             new = h if term.delta is None else ops.add(h, term.delta)
             if term.u is not None:
                 new = ops.set_component(new, term.u, term.a, term.b)
-            h = new if term.kind is None else torch.where(self._mask(term, h), new, h)
+            mask = None if term.kind is None else self._mask(term, h)
+            if term.gate is not None:
+                gate = self._gate(term, h)
+                mask = gate if mask is None else mask & gate
+            h = new if mask is None else torch.where(mask, new, h)
         return h
 
     def _apply_site(self, terms: list[Term], h: torch.Tensor) -> torch.Tensor:
@@ -177,7 +288,7 @@ class SteeringContext:
         return self._apply(terms, h.view(*shape, h.shape[-1])).view_as(h)
 
     def _post_hook(self, terms: list[Term]):
-        if len(terms) == 1 and terms[0].u is None and terms[0].kind is None:
+        if len(terms) == 1 and terms[0].u is None and terms[0].kind is None and terms[0].gate is None:
             return self._add_hook(terms)
 
         def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
@@ -210,6 +321,21 @@ class SteeringContext:
             return (self._apply_site(terms, args[0]), *args[1:])
 
         return hook
+
+
+def preset_decisions(plan: Plan, fired: Sequence[Sequence[bool]], device: torch.device) -> torch.Tensor:
+    """The ``(rows, conditions)`` decision matrix from per-row decisions of each conditional steering."""
+    if len(fired) != len(plan.row_conditions):
+        raise SteeringError(f"fired has {len(fired)} rows but the steering has {len(plan.row_conditions)}")
+    matrix = torch.zeros(len(fired), len(plan.conditions), dtype=torch.bool)
+    for row, (decisions, own) in enumerate(zip(fired, plan.row_conditions, strict=True)):
+        if len(decisions) != len(own):
+            raise SteeringError(
+                f"row {row} has {len(own)} conditional steerings but {len(decisions)} decisions were given"
+            )
+        for index, decision in zip(own, decisions, strict=True):
+            matrix[row, index] = bool(decision)
+    return matrix.to(device)
 
 
 @contextlib.contextmanager

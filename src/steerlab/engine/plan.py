@@ -45,6 +45,7 @@ class Term:
     kind: torch.Tensor | None = None  # (R,) position policy codes; None = every position of every row
     start: torch.Tensor | None = None  # (R,)
     gate: torch.Tensor | None = None  # (R,) index into Plan.conditions, -1 = ungated; None = no gate
+    conds: tuple[int, ...] = ()  # the condition indices ``gate`` uses (known without reading it)
 
     @property
     def rows(self) -> int:
@@ -83,7 +84,9 @@ class Plan:
 
     @property
     def needs_positions(self) -> bool:
-        return bool(self.conditions) or any(t.kind is not None for terms in self.terms.values() for t in terms)
+        return bool(self.conditions) or any(
+            t.kind is not None for terms in self.terms.values() for t in terms
+        )
 
 
 # ------------------------------------------------------------------------------ public pure pieces
@@ -233,6 +236,7 @@ def _stack(slot: list[_Edit | None], width: int, dtype: torch.dtype, device: tor
     gates = [e.cond if e is not None else -1 for e in slot]
     if any(g >= 0 for g in gates):
         term.gate = torch.tensor(gates, device=device)
+        term.conds = tuple(sorted({g for g in gates if g >= 0}))
     return term
 
 

@@ -23,9 +23,10 @@ positions  (not recorded)                                   ``"all"``
 Strength units:
 
 * ``unit="norm"``: ``strength`` is a multiple of the typical residual-stream norm at the layer being
-  edited (recorded in the vector at extraction, else measured on the model). ``add`` with strength 0.5
-  adds a vector half as long as a typical token's residual state, on every layer alike, so the same number
-  means the same push across layers and models. At the ``attn``/``mlp``/``head`` sites the reference is
+  edited (recorded in the vector at extraction, else measured on the model). ``add`` with strength 0.05
+  adds a vector 5% as long as a typical token's residual state, on every layer alike, so the same number
+  means the same push across layers and models. Useful values are a few hundredths on a band of middle
+  layers; ``steerlab calibrate`` records a tested strength and band as the vector's defaults. At the ``attn``/``mlp``/``head`` sites the reference is
   that site's own typical norm.
 * ``unit="raw"``: ``strength * direction`` exactly as stored (the llama.cpp/repeng convention).
 
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from steerlab.engine.condition import ConditionLike, check_condition
+from steerlab.engine.hook_names import is_hook_spec, parse_hook_names, site_from_hook
 from steerlab.errors import SteeringError
 from steerlab.models.anatomy import SITES
 from steerlab.vector import SteeringVector
@@ -79,8 +81,9 @@ FIELD_HELP: Mapping[str, str] = {
     ),
     "unit": f"{' | '.join(UNITS)}; omitted: the vector's recorded unit, else 'norm'",
     "layers": (
-        "layers to steer (residual stream after block i, from 0): 12, '8-20', '8,10,12-14' or a list; "
-        "omitted: the vector's recorded layers, else all of its layers"
+        "layers to steer (residual stream after block i, from 0): 12, '8-20', '8,10,12-14', a list, or "
+        "TransformerLens hook names like 'blocks.12.hook_resid_post'; omitted: the vector's recorded "
+        "layers, else all of its layers"
     ),
     "site": f"{' | '.join(SITES)}; omitted: the vector's recorded site, else the site it was read at",
     "positions": "all | prompt | generated | from:K (K, an int, is shorthand for from:K); omitted: all",
@@ -147,6 +150,8 @@ def parse_layers(value: str | int | Iterable[int]) -> tuple[int, ...]:
     """
     if isinstance(value, bool):
         raise SteeringError(f"layers must be ints or ranges like '8-12', got {value!r}")
+    if is_hook_spec(value):  # TransformerLens names: "blocks.12.hook_resid_post" (see hook_names)
+        return tuple(_check_layer(layer) for layer in parse_hook_names(value).layers)  # type: ignore[arg-type]
     if isinstance(value, int):
         return (_check_layer(value),)
     out: set[int] = set()
@@ -270,6 +275,7 @@ class Steering:
             check_condition(self.condition)
         recorded = recorded_defaults(self.vector)
         object.__setattr__(self, "_recorded", recorded)
+        _take_hook_site(self)
         op = self.op if self.op is not None else recorded.op or "add"
         unit = self.unit if self.unit is not None else recorded.unit or "norm"
         site = self.site if self.site is not None else recorded.site or self.vector.site
@@ -305,6 +311,18 @@ class Steering:
             return self.layers
         recorded: RecordedDefaults = self._recorded  # type: ignore[attr-defined]
         return recorded.layers or tuple(self.vector.layers)
+
+
+def _take_hook_site(steering: Steering) -> None:
+    """TransformerLens names carry a site: ``layers="blocks.12.hook_attn_out"`` means site ``attn``, and
+    ``site="hook_mlp_out"`` means ``mlp``. A site given as well must agree."""
+    if isinstance(steering.site, str) and (alias := site_from_hook(steering.site)):
+        object.__setattr__(steering, "site", alias)
+    if is_hook_spec(steering.layers):
+        hooked = parse_hook_names(steering.layers).site  # type: ignore[arg-type]
+        if steering.site is not None and steering.site != hooked:
+            raise SteeringError(f"layers {steering.layers!r} name site '{hooked}' but site='{steering.site}'")
+        object.__setattr__(steering, "site", hooked)
 
 
 def as_steerings(

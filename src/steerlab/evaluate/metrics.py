@@ -143,16 +143,21 @@ def accuracy_change(base_correct: Sequence[bool], new_correct: Sequence[bool], s
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a proportion: sensible at 0/n and n/n, unlike the normal approximation."""
+    """Wilson score interval for a proportion: sensible at 0/n and n/n, unlike the normal approximation.
+
+    Computed by scipy (``binomtest(...).proportion_ci(method="wilson")``) at the confidence level whose
+    two-sided normal quantile is ``z`` (1.96: 95%).
+    """
+    from scipy.stats import binomtest, norm
+
     if n <= 0:
         raise DataError("wilson_interval: n must be positive")
     if not 0 <= successes <= n:
         raise DataError(f"wilson_interval: successes must be in [0, {n}], got {successes}")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    interval = binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=float(2 * norm.cdf(z) - 1), method="wilson"
+    )
+    return max(0.0, float(interval.low)), min(1.0, float(interval.high))
 
 
 def proportion(flags: Sequence[bool] | np.ndarray) -> Estimate:
@@ -171,19 +176,28 @@ def bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Estimate:
-    """Percentile bootstrap interval of ``statistic`` over ``values`` (seeded: the same data give the same CI)."""
+    """Percentile bootstrap interval of ``statistic`` over ``values`` (seeded: the same data give the same CI).
+
+    Computed by ``scipy.stats.bootstrap`` (percentile method); one value gives a zero-width interval.
+    """
+    from scipy.stats import bootstrap as scipy_bootstrap
+
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         raise DataError("bootstrap: no values")
     point = float(statistic(v))
     if v.size == 1:
         return Estimate(point, point, point, 1, "bootstrap")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_resamples, v.size))
-    stats = np.array([statistic(v[row]) for row in idx]) if statistic is not np.mean else v[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return Estimate(point, float(lo), float(hi), int(v.size), "bootstrap")
+    result = scipy_bootstrap(
+        (v,),
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return Estimate(point, float(interval.low), float(interval.high), int(v.size), "bootstrap")
 
 
 def overlaps_chance(estimate: Estimate, chance: float) -> bool:

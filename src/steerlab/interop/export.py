@@ -74,6 +74,11 @@ def _check_expressible(steering: Steering, what: str) -> None:
             f"positions={steering.positions!r} cannot be expressed in {what}: llama.cpp adds the vector at "
             "every position (prompt and generated tokens alike); use positions='all'"
         )
+    if steering.condition is not None:
+        raise SteeringError(
+            f"a condition cannot be expressed in {what}: llama.cpp adds the vector to every prompt; "
+            "conditional steering runs in steerlab's torch engine"
+        )
 
 
 def _measured_norms(steering: Steering, lm: LM | None) -> dict[str, dict[int, float]]:

@@ -141,8 +141,13 @@ def _convert_gguf(path: Path, target: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def converted_folder(path: Path) -> Path:
+    """The cached float32 HF folder of a ``.gguf`` file (other engines, e.g. vLLM, load it from there)."""
+    return cache_root() / "models" / f"{file_sha256(path)[:24]}-v{CACHE_FORMAT}"
+
+
 def load_gguf(path: Path, dtype: torch.dtype | None, device: str) -> tuple[torch.nn.Module, object]:
-    target = cache_root() / "models" / f"{file_sha256(path)[:24]}-v{CACHE_FORMAT}"
+    target = converted_folder(path)
     if not (target / "steerlab-cache.txt").is_file():
         _convert_gguf(path, target)
     return _from_folder(target, dtype or torch.float32, device)

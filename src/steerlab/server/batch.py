@@ -106,16 +106,22 @@ class BatchModel:
         self.cache_kw = cache_arg(lm)
         self.head_kw = last_logits_kwargs(lm)
 
-    def steering(self, jobs: list[Job]) -> Any:
-        """The per-row steering context for ``jobs`` in row order (None: no row is steered)."""
+    def steering(self, jobs: list[Job], *, prefill: bool = False) -> Any:
+        """The per-row steering context for ``jobs`` in row order (None: no row is steered).
+
+        Conditions are decided in a job's own prefill (``job.fired``); decode steps reuse those decisions,
+        so they survive rows joining and leaving the batch.
+        """
         rows = [job.steering or None for job in jobs]
         if not any(rows):
             return None
-        return self.lm.steer_rows(rows)
+        if prefill or not any(job.fired for job in jobs):
+            return self.lm.steer_rows(rows)
+        return self.lm.steer_rows(rows, fired=[job.fired or [] for job in jobs])
 
     def prefill(self, jobs: list[Job]) -> Prefilled:
         padded = left_pad([job.ids for job in jobs], self.lm.pad_token_id, self.lm.device)
-        ctx = self.steering(jobs)
+        ctx = self.steering(jobs, prefill=True)
         with ctx if ctx is not None else contextlib.nullcontext():
             result = self.lm.model(
                 input_ids=padded.ids,
@@ -124,6 +130,9 @@ class BatchModel:
                 use_cache=True,
                 **self.head_kw,
             )
+        if ctx is not None and ctx.plan.conditions:
+            for job, fired in zip(jobs, ctx.fired_rows(), strict=True):
+                job.fired = fired
         return Prefilled(
             jobs, returned_cache(result), padded.mask, padded.positions[:, -1], result.logits[:, -1]
         )

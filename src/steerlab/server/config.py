@@ -21,7 +21,8 @@ class ServerConfig:
     (``scheme://host[:port]``) besides the server's own whose pages may call it; ``allow_hosts`` are
     ``Host`` names (``name`` or ``name:port``) besides the bound address and the loopback names; ``"*"``
     in either turns that check off. ``ephemeral``: uploads and deletes stay in memory even when the app
-    was given a vectors folder (otherwise they are written there).
+    was given a vectors folder (otherwise they are written there). ``engine``: ``"torch"`` (steerlab's
+    own continuous batching) or ``"vllm"`` (vLLM's, with the steerlab plugin; ``steerlab[vllm]``).
     """
 
     max_batch: int = 32
@@ -37,6 +38,7 @@ class ServerConfig:
     allow_origins: tuple[str, ...] = ()
     allow_hosts: tuple[str, ...] = ()
     ephemeral: bool = False
+    engine: str = "torch"
 
     def __post_init__(self) -> None:
         for name in (
@@ -52,6 +54,8 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SteerlabError(f"server setting {name} must be a positive integer, got {value!r}")
+        if self.engine not in ("torch", "vllm"):
+            raise SteerlabError(f"engine must be 'torch' or 'vllm', got {self.engine!r}")
         if not self.queue_timeout > 0:
             raise SteerlabError(f"queue_timeout must be > 0 seconds, got {self.queue_timeout!r}")
         if self.default_max_tokens > self.max_tokens:

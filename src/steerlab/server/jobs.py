@@ -23,6 +23,7 @@ class Event:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: APIError | None = None
+    fired: list[bool] | None = None  # done: whether each conditional steering fired on this prompt
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Job:
     ids: list[int] = field(default_factory=list)
     decoder: RowDecoder | None = None
     next_token: int = 0  # the token sampled last, fed at the next step
+    fired: list[bool] | None = None  # per conditional steering, decided at this job's own prefill
 
     def cancel(self) -> None:
         """Ask the scheduler to drop this job at the next step boundary (safe from any thread)."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlab.condition_io import is_condition_file
+from steerlab.engine.condition import Condition
 from steerlab.errors import SteerlabError, VectorError
 from steerlab.server.errors import APIError
 from steerlab.vector import SteeringVector
@@ -115,6 +117,7 @@ class VectorRegistry:
         self._entries: dict[str, Entry] = {}
         self.folder: Path | None = None  # where uploads/deletes are persisted; None: memory only
         self.skipped: list[tuple[str, str]] = []  # (file name, reason) of files preload could not use
+        self.conditions = ConditionRegistry(lm)  # condition files found by preload land here
 
     def __len__(self) -> int:
         with self._lock:
@@ -253,6 +256,9 @@ class VectorRegistry:
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VECTOR_SUFFIXES)
         entries = []
         for path in files:
+            if path.suffix.lower() == STORED_SUFFIX and is_condition_file(path):
+                self.conditions.preload_file(path, self.skipped)
+                continue
             try:
                 vector = SteeringVector.load(path, self.lm)
                 entries.append(self.add(path.stem, vector, "preload", path=path))
@@ -263,3 +269,108 @@ class VectorRegistry:
         if persist:  # set last: while preloading, a file's own name must not count as taken
             self.folder = folder
         return entries
+
+
+@dataclass
+class ConditionEntry:
+    """One registered condition and where it came from."""
+
+    name: str
+    condition: Condition
+    source: str  # "preload", "upload" or "memory"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def describe(self) -> dict[str, Any]:
+        c = self.condition
+        diagnostics = c.diagnostics if isinstance(c.diagnostics, dict) else {}
+        return {
+            "id": self.name,
+            "object": "steering.condition",
+            "created": self.created,
+            "source": self.source,
+            "model_id": clip(c.model_id, MAX_LABEL),
+            "layer": c.layer,
+            "threshold": c.threshold,
+            "comparison": c.comparison,
+            "skip": c.skip,
+            "width": c.width,
+            "held_out_f1": diagnostics.get("held_out_f1"),
+            "held_out_accuracy": diagnostics.get("held_out_accuracy"),
+        }
+
+
+class ConditionRegistry:
+    """Thread-safe name -> condition map (in memory; preloaded from the vectors folder's condition files).
+
+    Uploads are validated like vectors: written to a private temporary file with a server-made name and
+    loaded with :meth:`Condition.load` against the served model (another model or width is refused).
+    """
+
+    def __init__(self, lm: Any, max_conditions: int = 256) -> None:
+        self.lm = lm
+        self.max_conditions = max_conditions
+        self._lock = threading.Lock()
+        self._entries: dict[str, ConditionEntry] = {}
+
+    def entries(self) -> list[ConditionEntry]:
+        with self._lock:
+            return [self._entries[k] for k in sorted(self._entries)]
+
+    def get(self, name: str) -> ConditionEntry:
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is None:
+            raise KeyError(name)
+        return entry
+
+    def add(self, name_hint: str, condition: Condition, source: str = "memory") -> ConditionEntry:
+        """Register ``condition`` under a unique slug of ``name_hint``."""
+        try:
+            condition.check_fits(self.lm.anatomy, self.lm.model_id)
+        except SteerlabError as exc:
+            raise VectorError(str(exc)) from None
+        base = slug(name_hint, "condition")
+        with self._lock:
+            if len(self._entries) >= self.max_conditions:
+                raise VectorError(f"the condition registry is full ({self.max_conditions}); delete one first")
+            name, n = base, 1
+            while name in self._entries:
+                n += 1
+                suffix = f"-{n}"
+                name = base[: MAX_NAME - len(suffix)] + suffix
+            entry = ConditionEntry(name, condition, source)
+            self._entries[name] = entry
+        return entry
+
+    def remove(self, name: str) -> ConditionEntry:
+        with self._lock:
+            entry = self._entries.pop(name, None)
+        if entry is None:
+            raise KeyError(name)
+        return entry
+
+    def add_bytes(self, data: bytes, name_hint: str) -> ConditionEntry:
+        """Validate an uploaded condition file (safetensors with a condition record) and register it."""
+        if not data:
+            raise VectorError("the uploaded file is empty")
+        with tempfile.TemporaryDirectory(prefix="steerlab-upload-") as folder:
+            path = Path(folder) / "upload.safetensors"
+            path.write_bytes(data)
+            try:
+                condition = Condition.load(path, self.lm)
+            except SteerlabError:
+                raise
+            except Exception as exc:  # a malformed file must read as a bad upload, whatever the parser raised
+                raise VectorError(
+                    f"the uploaded file is not a readable condition ({type(exc).__name__})"
+                ) from exc
+        return self.add(name_hint, condition, "upload")
+
+    def preload_file(self, path: Path, skipped: list[tuple[str, str]]) -> None:
+        """Register the condition file ``path`` under its stem, or note in ``skipped`` why not."""
+        try:
+            self.add(path.stem, Condition.load(path, self.lm), "preload")
+        except Exception as exc:  # one bad file must not stop the server
+            reason = str(exc) if isinstance(exc, SteerlabError) else f"{type(exc).__name__}: {exc}"
+            skipped.append((path.name, reason))
+            log.warning("skipping condition %s: %s", path.name, reason)

@@ -17,7 +17,7 @@ from steerlab.server.runs import start_run, usage
 from steerlab.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from steerlab.server.sse import stream_response
 from steerlab.server.state import ServerState
-from steerlab.server.steering_specs import build_steerings
+from steerlab.server.steering_specs import build_steerings, report_field
 
 COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default for /v1/completions
 
@@ -93,6 +93,7 @@ def openai_routes(state: ServerState) -> APIRouter:
                 }
             ],
             "usage": usage(run.prompt_tokens[0], completion[0]),
+            **report_field(steering, run.fired),
         }
 
     @router.post("/v1/completions", response_model=None)
@@ -142,6 +143,7 @@ def openai_routes(state: ServerState) -> APIRouter:
                 for i in range(len(prompts))
             ],
             "usage": usage(sum(run.prompt_tokens), sum(completion)),
+            **report_field(steering, run.fired),
         }
 
     return router

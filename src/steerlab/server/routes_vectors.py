@@ -1,19 +1,21 @@
-"""The vector registry over HTTP: list, show, upload (multipart or raw bytes) and delete."""
+"""The vector and condition registries over HTTP: list, show, upload (multipart or raw bytes), delete."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from steerlab.errors import SteerlabError
-from steerlab.server.errors import APIError, bad_request, from_steerlab, vector_not_found
+from steerlab.server.errors import APIError, bad_request, from_steerlab, not_found, vector_not_found
 from steerlab.server.registry import Entry
 from steerlab.server.state import ServerState
 
 UPLOAD_PATH = "/v1/steering/vectors"
+CONDITIONS_PATH = "/v1/steering/conditions"
 FORM_OVERHEAD = 64 * 1024  # multipart framing allowed on top of the file-size limit
 
 UPLOAD_BODY = {
@@ -96,6 +98,42 @@ def vector_routes(state: ServerState) -> APIRouter:
         data, hint = await read_upload(request, state.config.max_upload_bytes)
         try:
             entry = await run_in_threadpool(state.registry.add_bytes, data, name or hint)
+        except SteerlabError as exc:
+            raise from_steerlab(exc, "file") from exc
+        return entry.describe()
+
+    conditions = state.registry.conditions
+
+    def condition_entry(name: str) -> Any:
+        try:
+            return conditions.get(name)
+        except KeyError:
+            raise not_found(
+                f"no condition named '{name}'; GET {CONDITIONS_PATH} lists them", code="condition_not_found"
+            ) from None
+
+    @router.get(CONDITIONS_PATH)
+    async def list_conditions() -> dict:
+        return {"object": "list", "data": [e.describe() for e in conditions.entries()]}
+
+    @router.get(CONDITIONS_PATH + "/{name}")
+    async def get_condition(name: str) -> dict:
+        return condition_entry(name).describe()
+
+    @router.delete(CONDITIONS_PATH + "/{name}")
+    async def delete_condition(name: str) -> dict:
+        condition_entry(name)
+        try:
+            conditions.remove(name)
+        except KeyError:
+            raise not_found(f"no condition named '{name}'", code="condition_not_found") from None
+        return {"id": name, "object": "steering.condition", "deleted": True}
+
+    @router.post(CONDITIONS_PATH, status_code=201, openapi_extra=UPLOAD_BODY)
+    async def upload_condition(request: Request, name: str | None = None) -> dict:
+        data, hint = await read_upload(request, state.config.max_upload_bytes)
+        try:
+            entry = await run_in_threadpool(conditions.add_bytes, data, name or hint)
         except SteerlabError as exc:
             raise from_steerlab(exc, "file") from exc
         return entry.describe()

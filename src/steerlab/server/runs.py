@@ -140,12 +140,14 @@ class Run:
         """Texts, finish reasons and completion token counts of every job (a job's error is raised)."""
         n = len(self.jobs)
         texts, reasons, completion = [""] * n, ["length"] * n, [0] * n
+        self.fired: list[list[bool] | None] = [None] * n  # per job: its conditional steerings' decisions
         try:
             async for i, event in self.events():
                 if event.kind == "delta":
                     texts[i] += event.text
                 elif event.kind == "done":
                     reasons[i], completion[i] = event.finish_reason or "stop", event.completion_tokens
+                    self.fired[i] = event.fired
                 elif event.kind == "error":
                     raise event.error or APIError(500, "generation failed")
         finally:

@@ -224,6 +224,7 @@ class Scheduler:
                 finish_reason=job.decoder.finish_reason,
                 prompt_tokens=len(job.ids),
                 completion_tokens=len(job.decoder.tokens),
+                fired=job.fired,
             ),
         )
 

@@ -7,7 +7,7 @@ the result here (``user``, ``metadata``...) are accepted and ignored. Options th
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -24,6 +24,9 @@ SiteName = Literal[SITES]  # type: ignore[valid-type]
 LayerIndex = Annotated[StrictInt, Field(ge=0, le=MAX_LAYER)]
 Strength = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PositionIndex = Annotated[StrictInt, Field(ge=0, le=MAX_POSITION)]
+# A condition by registry name; rules ({"all"|"any": [...]}, {"not": ...}) are checked when the request
+# is turned into engine objects (steering_specs), with bounded depth and size.
+ConditionName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class SteeringSpec(BaseModel):
@@ -49,6 +52,7 @@ class SteeringSpec(BaseModel):
     )
     unit: UnitName | None = Field(None, description=FIELD_HELP["unit"])
     site: SiteName | None = Field(None, description=FIELD_HELP["site"])
+    condition: ConditionName | dict[str, Any] | None = Field(None, description=FIELD_HELP["condition"])
 
 
 SteeringList = Annotated[list[SteeringSpec], Field(max_length=16)]

@@ -35,7 +35,12 @@ async def _events(run: Run, chunk: ChunkFn, usage_chunk: UsageFn | None, first: 
                 yield sse(chunk(i, event.text, None))
             elif event.kind == "done":
                 completion[i] = event.completion_tokens
-                yield sse(chunk(i, None, event.finish_reason or "stop"))
+                finish = chunk(i, None, event.finish_reason or "stop")
+                if event.fired:  # a conditional steering: say whether its condition fired for this choice
+                    finish["steering_report"] = [
+                        {"index": i, "conditions": [{"fired": f} for f in event.fired]}
+                    ]
+                yield sse(finish)
             elif event.kind == "error":
                 yield sse((event.error or APIError(500, "generation failed")).body())
                 return

@@ -21,7 +21,7 @@ class ServerState:
         self.config = config
         self.registry = registry
         self.metrics = metrics
-        self.scheduler = Scheduler(lm, config, metrics)
+        self.scheduler = _scheduler_class(config)(lm, config, metrics)
         self.model_id = lm.model_id or "steerlab-model"
         self.model_names = {self.model_id, self.model_id.rsplit("/", 1)[-1], MODEL_ALIAS}
 
@@ -44,3 +44,12 @@ class ServerState:
             "num_layers": self.lm.num_layers,
             "hidden_size": self.lm.hidden_size,
         }
+
+
+def _scheduler_class(config: ServerConfig) -> type:
+    """steerlab's own continuous batching, or vLLM's with the steerlab plugin (``--engine vllm``)."""
+    if config.engine == "vllm":
+        from steerlab.server.vllm_scheduler import VLLMScheduler
+
+        return VLLMScheduler
+    return Scheduler

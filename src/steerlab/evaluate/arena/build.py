@@ -17,7 +17,13 @@ from steerlab.engine.spec import Steering
 from steerlab.errors import SteerlabError
 from steerlab.evaluate import adaptations, metrics
 from steerlab.evaluate.adaptations import Adaptation
-from steerlab.evaluate.arena.config import PROMPT_SHOT_CAP, ArenaConfig, steering_methods
+from steerlab.evaluate.arena.config import (
+    CONDITIONAL_BASE,
+    CONDITIONAL_METHOD,
+    PROMPT_SHOT_CAP,
+    ArenaConfig,
+    steering_methods,
+)
 from steerlab.evaluate.cost import counting
 from steerlab.evaluate.sweep import Cell, SweepSpec
 
@@ -61,6 +67,8 @@ def build(
             adaptation = adaptations.prompting("prompting", task.instruction, shots)
         elif method == "lora":
             adaptation, training = _lora(lm, task, config, seed)
+        elif method == CONDITIONAL_METHOD:
+            adaptation, calibration = _conditional(lm, task, config, setting, progress)
         elif method in steering_methods():
             vector = _steering_vector(lm, task, method, config)
             if setting is None:
@@ -77,6 +85,49 @@ def build(
     )
     adaptation.build = info.cost
     return adaptation, info
+
+
+def _conditional(
+    lm: LM, task: Task, config: ArenaConfig, setting: dict[str, Any] | None, progress: Progress | None
+) -> tuple[Adaptation, dict[str, Any] | None]:
+    """The :data:`CONDITIONAL_BASE` vector at its own calibrated setting, gated by the task's condition.
+
+    Same vector, layers and strength as the unconditional method, so the comparison isolates what gating
+    changes. The condition is found on the task's contrast pairs (safety: harmful vs harmless training
+    instructions) at layers no later than the first steered one.
+    """
+    if task.kind != "safety":
+        raise SteerlabError(
+            f"the conditional method needs a task with a natural condition (safety); '{task.name}' is {task.kind}"
+        )
+    from steerlab.methods.condition import find_condition
+
+    vector = _steering_vector(lm, task, CONDITIONAL_BASE, config)
+    calibration = None
+    if setting is None:
+        setting, calibration = calibrate_vector(lm, task, vector, config, progress)
+    first = min(setting["layers"])
+    condition = find_condition(
+        lm,
+        [p.positive for p in task.pairs],
+        [p.negative for p in task.pairs],
+        layers=range(0, first + 1),
+        seed=config.budget.seed,
+        name=f"{task.name}-condition",
+    )
+    s = Steering(
+        vector,
+        strength=setting["strength"],
+        layers=setting["layers"],
+        op="add",
+        unit="norm",
+        condition=condition,
+    )
+    adaptation = adaptations.steering(CONDITIONAL_METHOD, [s], **setting)
+    adaptation.settings["vector"] = vector
+    adaptation.settings["condition"] = condition.describe()
+    adaptation.settings["condition_held_out_f1"] = condition.diagnostics["held_out_f1"]
+    return adaptation, calibration
 
 
 def _lora(lm: LM, task: Task, config: ArenaConfig, seed: int) -> tuple[Adaptation, dict[str, Any]]:

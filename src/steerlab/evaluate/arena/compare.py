@@ -20,7 +20,13 @@ from steerlab.errors import SteerlabError
 from steerlab.evaluate import adaptations, measure
 from steerlab.evaluate.arena import store
 from steerlab.evaluate.arena.build import Progress
-from steerlab.evaluate.arena.config import ArenaConfig, available_methods, check_methods, steering_methods
+from steerlab.evaluate.arena.config import (
+    ArenaConfig,
+    available_methods,
+    check_methods,
+    known_methods,
+    steering_methods,
+)
 from steerlab.evaluate.arena.jobs import (
     ComposeJob,
     EfficiencyJob,
@@ -118,8 +124,14 @@ def compare(
         from steerlab.data import neutral_prompts
 
         config.neutral = neutral_prompts()[: config.budget.neutral]
-    store.check_fingerprint(runs, store.fingerprint(lm, task, config), write=not report_only)
+    legacy = store.fingerprint(lm, task, config, legacy=True)
+    store.check_fingerprint(runs, store.fingerprint(lm, task, config), write=not report_only, also=(legacy,))
     methods, missing = _select_methods(config, say)
+    # methods finished here by an earlier run with another --methods stay in the report (read back, not rerun)
+    earlier = [m for m in store.finished_methods(runs, known_methods()) if m not in methods]
+    if earlier:
+        say(f"keeping methods finished earlier in {out}: {', '.join(earlier)}")
+        methods = [m for m in known_methods() if m in methods or m in earlier]
 
     if config.neutral_reference is None:
         config.neutral_reference = measure.next_token_logits(lm, adaptations.baseline(), config.neutral)

@@ -17,6 +17,10 @@ from steerlab.evaluate.tasks import Budget
 PROMPT_SHOT_CAP = 8
 #: Steering methods run by default (others, e.g. ``pca_center``, run when named).
 DEFAULT_STEERING = ("mean_diff", "pca_diff", "probe", "learned")
+#: Steering gated by the task's natural condition (safety: harmful vs harmless prompts); run when named.
+CONDITIONAL_METHOD = "conditional"
+#: The vector the conditional method gates (calibrated exactly as the unconditional method of that name).
+CONDITIONAL_BASE = "mean_diff"
 #: Adaptations that are not steering vectors.
 OTHER_METHODS = ("baseline", "prompting", "lora")
 
@@ -63,10 +67,11 @@ class ArenaConfig:
 
 
 def steering_methods() -> list[str]:
-    """Steering methods this install offers: every pair method plus ``learned`` (no module imported)."""
+    """Steering methods this install offers: every pair method, ``learned`` and ``conditional`` (no module
+    imported)."""
     from steerlab.methods.registry import pair_method_names
 
-    return [*pair_method_names(), "learned"]
+    return [*pair_method_names(), "learned", CONDITIONAL_METHOD]
 
 
 def known_methods() -> list[str]:

@@ -55,9 +55,15 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def fingerprint(lm: LM, task: Task, config: ArenaConfig) -> str:
-    """What a saved job depends on: the model, the task's data and splits, and every knob."""
-    knobs = {k: v for k, v in config.as_dict().items() if k != "verbose"}
+def fingerprint(lm: LM, task: Task, config: ArenaConfig, *, legacy: bool = False) -> str:
+    """What a saved job depends on: the model, the task's data and splits, and every knob.
+
+    The method set is left out: each job is keyed by its method(s) and does not depend on which others
+    run, so a folder can gain methods later without rerunning the finished ones. ``legacy=True`` gives the
+    fingerprint folders written before that (method set included), which are still accepted.
+    """
+    dropped = {"verbose"} if legacy else {"verbose", "methods"}
+    knobs = {k: v for k, v in config.as_dict().items() if k not in dropped}
     what = {
         "model": lm.model_id,
         "task": [task.name, task.kind, task.instruction, task.heldout_name],
@@ -78,22 +84,33 @@ def fingerprint(lm: LM, task: Task, config: ArenaConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def check_fingerprint(runs: Path, value: str, *, write: bool) -> None:
+def check_fingerprint(runs: Path, value: str, *, write: bool, also: tuple[str, ...] = ()) -> None:
     """Resume only into a folder made by the same comparison: reusing a job built with another budget,
-    task or model would mix incomparable numbers into one report without saying so."""
+    task or model would mix incomparable numbers into one report without saying so. ``also`` are older
+    spellings of the same fingerprint (accepted, and rewritten as ``value`` when writing)."""
     path = runs / FINGERPRINT
     saved = json.loads(path.read_text()).get("fingerprint") if path.exists() else None
     has_jobs = runs.is_dir() and any(p.name != FINGERPRINT for p in runs.glob("*.json"))
+    if saved is not None and saved in also:
+        if write:
+            write_json(path, {"fingerprint": value})
+        return
     if saved == value:
         return
     if saved is not None or (has_jobs and write):  # report-only may read a folder it cannot verify
         raise SteerlabError(
-            f"{runs.parent} holds runs of a different comparison (model, data, budget or settings differ"
+            f"{runs.parent} holds runs of a different comparison (model, data, budget or settings differ; "
+            "adding methods is fine"
             f"{'' if saved else ', or it predates run fingerprints'}); use a new --out folder or delete this one"
         )
     if write:
         runs.mkdir(parents=True, exist_ok=True)
         write_json(path, {"fingerprint": value})
+
+
+def finished_methods(runs: Path, known: list[str]) -> list[str]:
+    """Methods whose main-stage job is saved in ``runs`` (``<method>.json``), in ``known``'s order."""
+    return [m for m in known if (runs / f"{m}.json").is_file()]
 
 
 def run_stage(

