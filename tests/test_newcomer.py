@@ -239,3 +239,12 @@ def test_lm_steer_refuses_bad_tensors_clearly(lm):
         lm.steer(torch.ones(2, lm.hidden_size), strength=1.0, layers=3)
     with pytest.raises(SteeringError, match="layer ints or hook names"):
         lm.steer({"twelve": torch.ones(lm.hidden_size)}, strength=1.0)
+
+
+def test_demo_can_be_quiet():
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--help"])
+    assert result.exit_code == 0 and "--quiet" in result.output

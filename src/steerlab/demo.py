@@ -23,13 +23,15 @@ DEMO_PROMPTS = (
 DEMO_STRENGTHS = (-0.08, -0.04, 0.0, 0.04, 0.08)
 
 
-def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Console | None = None) -> None:
+def run_demo(
+    *, max_new_tokens: int = 40, layers: str = "10-16", console: Console | None = None, quiet: bool = False
+) -> None:
     import steerlab
     from steerlab.data import demo_pairs
 
     console = console or Console()
     started = time.perf_counter()
-    with spinner("loading the embedded SmolLM2-135M-Instruct", console=console):
+    with spinner("loading the embedded SmolLM2-135M-Instruct", quiet=quiet, console=console):
         lm = steerlab.load()
     console.print(f"[bold]model[/] {lm}  (loaded in {time.perf_counter() - started:.1f} s)")
     pairs = demo_pairs()
@@ -38,7 +40,7 @@ def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Consol
         f"   + {pairs[0].positive}\n   - {pairs[0].negative}"
     )
     tick = time.perf_counter()
-    vector = steerlab.extract(lm, pairs, method="mean_diff", progress=True)
+    vector = steerlab.extract(lm, pairs, method="mean_diff", progress=not quiet)
     console.print(
         f"[bold]vector[/] mean difference of last-token activations, all {lm.num_layers} layers, "
         f"in {time.perf_counter() - tick:.1f} s; steering layers {layers}"
@@ -48,7 +50,9 @@ def run_demo(*, max_new_tokens: int = 40, layers: str = "10-16", console: Consol
         "+ pushes towards 'happy', - towards 'sad', 0 is the unsteered model.[/]"
     )
     rows = len(DEMO_PROMPTS) * len(DEMO_STRENGTHS)
-    with spinner(f"generating {rows} answers ({max_new_tokens} tokens each) in one batch", console=console):
+    with spinner(
+        f"generating {rows} answers ({max_new_tokens} tokens each) in one batch", quiet=quiet, console=console
+    ):
         texts = lm.generate(
             [p for p in DEMO_PROMPTS for _ in DEMO_STRENGTHS],
             max_new_tokens=max_new_tokens,

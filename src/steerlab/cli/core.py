@@ -35,12 +35,13 @@ def demo(
     layers: Annotated[
         str, typer.Option(help="Layers to steer (residual stream after block i, from 0).")
     ] = "10-16",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or spinners.")] = False,
 ) -> None:
     """Extract a happy-vs-sad vector on the embedded model and show prompts unsteered and steered."""
     from steerlab.demo import run_demo
 
     with friendly_errors():
-        run_demo(max_new_tokens=max_new_tokens, layers=layers, console=console)
+        run_demo(max_new_tokens=max_new_tokens, layers=layers, console=console, quiet=quiet)
 
 
 def generate(

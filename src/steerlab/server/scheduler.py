@@ -20,11 +20,9 @@ survivors' outputs are unchanged. Non-finite logits and sampling errors end only
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -37,26 +35,22 @@ from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError, from_steerlab
 from steerlab.server.jobs import Event, Job, row_error
 from steerlab.server.metrics import Metrics
+from steerlab.server.model_thread import ModelThread, shutting_down
 
 __all__ = ["Event", "Job", "Scheduler"]
 
 log = logging.getLogger("steerlab.server")
 
 
-class Scheduler:
+class Scheduler(ModelThread):
     """Owns the model on one background thread. ``submit`` jobs; ``call`` runs other model work there."""
 
+    thread_name = "steerlab-scheduler"
+
     def __init__(self, lm: Any, config: ServerConfig | None = None, metrics: Metrics | None = None) -> None:
-        self.lm = lm
-        self.config = config or ServerConfig()
-        self.metrics = metrics or Metrics()
-        self._cv = threading.Condition()
-        self._waiting: deque[Job] = deque()
-        self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
+        super().__init__(lm, config, metrics)
         self._batch = Batch()
         self._model = BatchModel(lm)
-        self._thread: threading.Thread | None = None
-        self._stopping = False
         self._eos = eos_token_ids(lm)
         # Continuous batching needs caches that can be merged; known after the first prefill. Models with
         # sliding-window caches fall back to static batching: a new group starts when the batch is empty.
@@ -64,60 +58,8 @@ class Scheduler:
         context = getattr(lm.model.config, "max_position_embeddings", None)
         self.max_context = int(context) if isinstance(context, int) and context > 0 else None
 
-    # ---------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="steerlab-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the current step; every unfinished job gets a 503."""
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # -------------------------------------------------------------- intake
-    def submit(self, job: Job) -> None:
-        """Queue a job, or raise APIError 429 (queue full) / 503 (not running)."""
-        with self._cv:
-            if self._stopping or not self.alive:
-                raise APIError(503, "the server is shutting down", code="shutting_down")
-            if len(self._waiting) >= self.config.max_queue:
-                raise APIError(
-                    429,
-                    f"too many requests waiting ({self.config.max_queue}); retry shortly",
-                    code="queue_full",
-                    headers={"Retry-After": "1"},
-                )
-            job.enqueued = time.monotonic()
-            self._waiting.append(job)
-            self.metrics.add("requests_total")
-            self.metrics.set("queue_depth", len(self._waiting))
-            self._cv.notify_all()
-
-    def call(self, fn: Callable[[], Any]) -> Future:
-        """Run ``fn()`` on the model thread between decode steps (no steering hooks installed then)."""
-        future: Future = Future()
-        with self._cv:
-            if self._stopping or not self.alive:
-                future.set_exception(APIError(503, "the server is shutting down", code="shutting_down"))
-                return future
-            self._calls.append((fn, future))
-            self._cv.notify_all()
-        return future
-
-    def stats(self) -> dict[str, int]:
-        with self._cv:
-            return {"queue_depth": len(self._waiting), "running": len(self._batch)}
+    def _running(self) -> int:
+        return len(self._batch)
 
     # ---------------------------------------------------------------- loop
     def _run(self) -> None:
@@ -128,8 +70,7 @@ class Scheduler:
                         self._cv.wait()
                     if self._stopping:
                         break
-                    calls = list(self._calls)
-                    self._calls.clear()
+                    calls = self._take_calls()
                     admitted, expired = self._take_waiting()
                 for job in expired:
                     self._fail(
@@ -167,14 +108,6 @@ class Scheduler:
         self.metrics.set("queue_depth", len(keep))
         return admitted, expired
 
-    def _run_call(self, fn: Callable[[], Any], future: Future) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn())
-        except BaseException as exc:  # handed to the waiting caller, who maps it to a response
-            future.set_exception(exc)
-
     def _guarded(self, step: Callable[[], None], joining: list[Job]) -> None:
         """Last resort: a step that failed in a way no single row explains fails the jobs it touched."""
         try:
@@ -192,14 +125,11 @@ class Scheduler:
         with self._cv:
             jobs = list(self._waiting) + list(self._batch.jobs)
             self._waiting.clear()
-            calls = list(self._calls)
-            self._calls.clear()
+            calls = self._take_calls()
         self._batch.clear()
         for job in jobs:
-            self._fail(job, APIError(503, "the server is shutting down", code="shutting_down"))
-        for _, future in calls:
-            if future.set_running_or_notify_cancel():
-                future.set_exception(APIError(503, "the server is shutting down", code="shutting_down"))
+            self._fail(job, shutting_down())
+        self._refuse_calls(calls)
 
     # ------------------------------------------------------------- helpers
     def _emit(self, job: Job, event: Event) -> None:

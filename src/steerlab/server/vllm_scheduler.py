@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from steerlab.backends.vllm.engine import encode_steerings, engine_for
@@ -27,130 +22,68 @@ from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError, from_steerlab
 from steerlab.server.jobs import Event, Job
 from steerlab.server.metrics import Metrics
+from steerlab.server.model_thread import ModelThread, shutting_down
 
 log = logging.getLogger("steerlab.server")
-SHUTTING_DOWN = "the server is shutting down"
 
 
-class VLLMScheduler:
+class VLLMScheduler(ModelThread):
     """Same interface as :class:`steerlab.server.scheduler.Scheduler`; vLLM runs the batch."""
 
+    thread_name = "steerlab-vllm-scheduler"
+
     def __init__(self, lm: Any, config: ServerConfig | None = None, metrics: Metrics | None = None) -> None:
-        self.lm = lm
-        self.config = config or ServerConfig()
-        self.metrics = metrics or Metrics()
-        self._cv = threading.Condition()
-        self._waiting: deque[Job] = deque()
-        self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
-        self._running: dict[str, Job] = {}
+        super().__init__(lm, config, metrics)
+        self._running_jobs: dict[str, Job] = {}
         self._pushed: dict[str, int] = {}
         self._ids = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
         self._eos = eos_token_ids(lm)
         self._engine = engine_for(lm, max_num_seqs=self.config.max_batch)
 
-    # ---------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="steerlab-vllm-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # -------------------------------------------------------------- intake
-    def submit(self, job: Job) -> None:
-        with self._cv:
-            if self._stopping or not self.alive:
-                raise APIError(503, SHUTTING_DOWN, code="shutting_down")
-            if len(self._waiting) >= self.config.max_queue:
-                raise APIError(
-                    429,
-                    f"too many requests waiting ({self.config.max_queue}); retry shortly",
-                    code="queue_full",
-                    headers={"Retry-After": "1"},
-                )
-            job.enqueued = time.monotonic()
-            self._waiting.append(job)
-            self.metrics.add("requests_total")
-            self.metrics.set("queue_depth", len(self._waiting))
-            self._cv.notify_all()
-
-    def call(self, fn: Callable[[], Any]) -> Future:
-        future: Future = Future()
-        with self._cv:
-            if self._stopping or not self.alive:
-                future.set_exception(APIError(503, SHUTTING_DOWN, code="shutting_down"))
-                return future
-            self._calls.append((fn, future))
-            self._cv.notify_all()
-        return future
-
-    def stats(self) -> dict[str, int]:
-        with self._cv:
-            return {"queue_depth": len(self._waiting), "running": len(self._running)}
+    def _running(self) -> int:
+        return len(self._running_jobs)
 
     # ---------------------------------------------------------------- loop
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not (self._stopping or self._waiting or self._calls or self._running):
+                while not (self._stopping or self._waiting or self._calls or self._running_jobs):
                     self._cv.wait()
                 if self._stopping:
                     break
-                calls = list(self._calls)
-                self._calls.clear()
-                admitted = list(self._waiting)[: max(self.config.max_batch - len(self._running), 0)]
+                calls = self._take_calls()
+                admitted = list(self._waiting)[: max(self.config.max_batch - len(self._running_jobs), 0)]
                 for _ in admitted:
                     self._waiting.popleft()
                 self.metrics.set("queue_depth", len(self._waiting))
             for fn, future in calls:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn())
-                    except BaseException as exc:  # handed to the caller, who maps it to a response
-                        future.set_exception(exc)
+                self._run_call(fn, future)
             try:
                 self._drop_cancelled()
                 for job in admitted:
                     self._admit(job)
-                if self._running:
+                if self._running_jobs:
                     self._step()
             except Exception as exc:
                 log.exception("vLLM step failed")
                 error = APIError(500, f"generation failed: {type(exc).__name__}: {exc}", code="server_error")
-                for rid, job in list(self._running.items()):
+                for rid, job in list(self._running_jobs.items()):
                     self._abort(rid)
                     self._fail(job, error)
-            self.metrics.set("running", len(self._running))
+            self.metrics.set("running", len(self._running_jobs))
         self._shutdown()
 
     def _shutdown(self) -> None:
         with self._cv:
             jobs = list(self._waiting)
             self._waiting.clear()
-            calls = list(self._calls)
-            self._calls.clear()
-        for rid, job in list(self._running.items()):
+            calls = self._take_calls()
+        for rid, job in list(self._running_jobs.items()):
             self._abort(rid)
             jobs.append(job)
         for job in jobs:
-            self._fail(job, APIError(503, SHUTTING_DOWN, code="shutting_down"))
-        for _, future in calls:
-            if future.set_running_or_notify_cancel():
-                future.set_exception(APIError(503, SHUTTING_DOWN, code="shutting_down"))
+            self._fail(job, shutting_down())
+        self._refuse_calls(calls)
 
     # -------------------------------------------------------------- a job's life
     def _admit(self, job: Job) -> None:
@@ -196,14 +129,14 @@ class VLLMScheduler:
         )
         rid = f"steerlab-{next(self._ids)}"
         self._engine.llm.llm_engine.add_request(rid, prompt, params)
-        self._running[rid] = job
+        self._running_jobs[rid] = job
         self._pushed[rid] = 0
         self._emit(job, Event("start", prompt_tokens=len(job.ids)))
 
     def _step(self) -> None:
         outputs = self._engine.llm.llm_engine.step()
         for out in outputs:
-            job = self._running.get(out.request_id)
+            job = self._running_jobs.get(out.request_id)
             if job is None or job.decoder is None:
                 continue
             completion = out.outputs[0]
@@ -228,7 +161,7 @@ class VLLMScheduler:
                 self._finish(job)
 
     def _drop_cancelled(self) -> None:
-        for rid, job in list(self._running.items()):
+        for rid, job in list(self._running_jobs.items()):
             if job.cancelled:
                 self._abort(rid)
                 self._forget(rid)
@@ -242,7 +175,7 @@ class VLLMScheduler:
         self._forget(rid)
 
     def _forget(self, rid: str) -> None:
-        self._running.pop(rid, None)
+        self._running_jobs.pop(rid, None)
         self._pushed.pop(rid, None)
 
     def _detokenize(self, ids: list[int]) -> str:
