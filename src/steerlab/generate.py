@@ -17,7 +17,6 @@ import torch
 
 from steerlab.decode import (
     Generation,
-    RowDecoder,
     TokenCallback,
     cache_arg,
     drive,
@@ -26,9 +25,9 @@ from steerlab.decode import (
     left_pad,
     returned_cache,
     right_pad,
-    row_sampling,
 )
-from steerlab.errors import SteeringError, SteerlabError
+from steerlab.decode.request import batch_of
+from steerlab.errors import SteeringError
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -84,22 +83,9 @@ def generate(
     seed ``(seed + i) mod 2**64`` (a fresh random seed when ``seed`` is None). Returns strings (or
     :class:`Generation` with ``details=True``), one per prompt, or a single one for a single string prompt.
     """
-    single = isinstance(prompts, str)
-    prompt_list = [prompts] if single else list(prompts)
-    if not prompt_list:
-        raise SteeringError("no prompts given")
-    if max_new_tokens < 1:
-        raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    try:
-        sampling = row_sampling(temperature, top_p, seed, len(prompt_list))
-    except SteerlabError as exc:
-        raise SteeringError(str(exc)) from None
-    encoded = [lm.encode(lm.chat(p, system) if chat else p) for p in prompt_list]
-    eos = eos_token_ids(lm)
-    rows = [
-        RowDecoder(_detokenizer(lm), max_tokens=max_new_tokens, eos=eos, stop=stop, prompt_tokens=len(ids))
-        for ids in encoded
-    ]
+    batch = batch_of(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    encoded = [lm.encode(lm.chat(p, system) if chat else p) for p in batch.prompts]
+    rows = batch.decoders(_detokenizer(lm), encoded, eos_token_ids(lm), stop)
     padded = left_pad(encoded, lm.pad_token_id, lm.device)
     n, cache_kw = len(encoded), cache_arg(lm)
     with torch.no_grad(), _steering_context(lm, n, steering, row_steering, steer_options):
@@ -121,9 +107,8 @@ def generate(
             state["cache"] = returned_cache(out)
             return out.logits[:, -1]
 
-        outs = drive(rows, sampling, result.logits[:, -1], step, on_token)
-    values = outs if details else [g.text for g in outs]
-    return values[0] if single else values
+        outs = drive(rows, batch.sampling, result.logits[:, -1], step, on_token)
+    return batch.results(outs, details)
 
 
 def _detokenizer(lm: LM):

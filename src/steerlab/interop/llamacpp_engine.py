@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from steerlab.decode import Generation, RowDecoder, drive, eos_token_ids, row_sampling
-from steerlab.errors import ModelError, SteeringError, SteerlabError
+from steerlab.decode import Generation, RowDecoder, drive, eos_token_ids
+from steerlab.decode.request import batch_of
+from steerlab.errors import ModelError, SteeringError
 from steerlab.interop.export import as_numpy, baked_add
 
 if TYPE_CHECKING:
@@ -279,18 +280,11 @@ class LlamaCppEngine:
             raise SteeringError(
                 "per-row steering needs the torch engine: llama.cpp applies one control vector per context"
             )
-        single = isinstance(prompts, str)
-        prompt_list = [prompts] if single else list(prompts)
-        if not prompt_list:
-            raise SteeringError("no prompts given")
-        if max_new_tokens < 1:
-            raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        try:
-            sampling = row_sampling(temperature, top_p, seed, len(prompt_list))
-        except SteerlabError as exc:
-            raise SteeringError(str(exc)) from None
+        batch = batch_of(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
         vectors = self.control_vector(steering, **steer_options) if steering is not None else {}
-        encoded = [self._prompt_ids(p, chat, system) for p in prompt_list]
+        encoded = [self._prompt_ids(p, chat, system) for p in batch.prompts]
         limit = self.llama.n_ctx()
         for ids in encoded:
             if len(ids) + max_new_tokens > limit:
@@ -298,22 +292,18 @@ class LlamaCppEngine:
                     f"prompt of {len(ids)} tokens + {max_new_tokens} new tokens exceeds the llama.cpp context of "
                     f"{limit}; create the engine with a larger n_ctx"
                 )
-        eos = self._eos()
+        decoders = batch.decoders(self._decode, encoded, self._eos(), stop)
         outs: list[Generation] = []
         with self.steered(vectors):
             for row, ids in enumerate(encoded):
-                decoder = RowDecoder(
-                    self._decode, max_tokens=max_new_tokens, eos=eos, stop=stop, prompt_tokens=len(ids)
-                )
                 callback = None
                 if on_token is not None:
 
                     def callback(_: int, token: int, delta: str, row: int = row) -> None:
                         on_token(row, token, delta)
 
-                outs.append(self._one(ids, decoder, sampling[row], callback))
-        values = outs if details else [g.text for g in outs]
-        return values[0] if single else values
+                outs.append(self._one(ids, decoders[row], batch.sampling[row], callback))
+        return batch.results(outs, details)
 
     def _one(self, ids: list[int], decoder: RowDecoder, sampling: Any, on_token: Any) -> Generation:
         import torch

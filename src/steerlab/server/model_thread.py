@@ -14,9 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from steerlab.decode import RowDecoder, eos_token_ids
 from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError
-from steerlab.server.jobs import Job
+from steerlab.server.jobs import Event, Job
 from steerlab.server.metrics import Metrics
 
 SHUTTING_DOWN = "the server is shutting down"
@@ -40,6 +41,7 @@ class ModelThread:
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._eos = eos_token_ids(lm)
 
     # ---------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -123,3 +125,43 @@ class ModelThread:
         for _, future in calls:
             if future.set_running_or_notify_cancel():
                 future.set_exception(shutting_down())
+
+    # ------------------------------------------------------- a job's events
+    def _decoder(self, job: Job) -> RowDecoder:
+        """The decode core's row decoder for one job: its stop strings, token budget and EOS ids."""
+        return RowDecoder(
+            self._detokenize,
+            max_tokens=job.max_tokens,
+            eos=self._eos,
+            stop=job.stop,
+            prompt_tokens=len(job.ids),
+        )
+
+    def _detokenize(self, ids: list[int]) -> str:
+        return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _emit(self, job: Job, event: Event) -> None:
+        try:
+            job.emit(event)
+        except Exception:  # the client is gone (its event loop closed): stop working for it
+            job.cancelled = True
+
+    def _fail(self, job: Job, error: APIError) -> None:
+        job.finished = True
+        self.metrics.add("requests_failed_total")
+        self._emit(job, Event("error", error=error))
+
+    def _finish(self, job: Job) -> None:
+        job.finished = True
+        assert job.decoder is not None
+        self.metrics.add("requests_finished_total")
+        self._emit(
+            job,
+            Event(
+                "done",
+                finish_reason=job.decoder.finish_reason,
+                prompt_tokens=len(job.ids),
+                completion_tokens=len(job.decoder.tokens),
+                fired=job.fired,
+            ),
+        )

@@ -20,9 +20,10 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from steerlab.condition_io import is_condition_file
 from steerlab.engine.condition import Condition
@@ -77,6 +78,28 @@ def metadata_problems(vector: SteeringVector, *, max_notes: int | None = None) -
     if max_notes is not None and len(notes) > max_notes:
         problems.append(f"notes are {len(notes)} characters (at most {max_notes})")
     return problems
+
+
+T = TypeVar("T")
+
+
+def load_upload(data: bytes, filename: str, load: Callable[[Path], T], what: str) -> T:
+    """Read uploaded bytes with a file loader, from a private temporary file with a server-made name.
+
+    Every loader's own checks apply (header bounds, model and width); anything else a malformed file makes
+    a parser raise reads as a bad upload, never as a server error.
+    """
+    if not data:
+        raise VectorError("the uploaded file is empty")
+    with tempfile.TemporaryDirectory(prefix="steerlab-upload-") as folder:
+        path = Path(folder) / filename
+        path.write_bytes(data)
+        try:
+            return load(path)
+        except SteerlabError:
+            raise
+        except Exception as exc:
+            raise VectorError(f"the uploaded file is not a readable {what} ({type(exc).__name__})") from exc
 
 
 @dataclass
@@ -227,19 +250,9 @@ class VectorRegistry:
         Notes longer than :data:`MAX_NOTES` are refused here (a local file's are clipped in listings
         instead). In a persistent registry the vector is stored before it is registered.
         """
-        if not data:
-            raise VectorError("the uploaded file is empty")
-        with tempfile.TemporaryDirectory(prefix="steerlab-upload-") as folder:
-            path = Path(folder) / "upload.bin"
-            path.write_bytes(data)
-            try:
-                vector = SteeringVector.load(path, self.lm)
-            except SteerlabError:
-                raise
-            except Exception as exc:  # a malformed file must read as a bad upload, whatever the parser raised
-                raise VectorError(
-                    f"the uploaded file is not a readable steering vector ({type(exc).__name__})"
-                ) from exc
+        vector = load_upload(
+            data, "upload.bin", lambda path: SteeringVector.load(path, self.lm), "steering vector"
+        )
         self._check(vector, max_notes=MAX_NOTES)
         return self.add(name_hint, vector, "upload", persist=True)
 
@@ -351,19 +364,9 @@ class ConditionRegistry:
 
     def add_bytes(self, data: bytes, name_hint: str) -> ConditionEntry:
         """Validate an uploaded condition file (safetensors with a condition record) and register it."""
-        if not data:
-            raise VectorError("the uploaded file is empty")
-        with tempfile.TemporaryDirectory(prefix="steerlab-upload-") as folder:
-            path = Path(folder) / "upload.safetensors"
-            path.write_bytes(data)
-            try:
-                condition = Condition.load(path, self.lm)
-            except SteerlabError:
-                raise
-            except Exception as exc:  # a malformed file must read as a bad upload, whatever the parser raised
-                raise VectorError(
-                    f"the uploaded file is not a readable condition ({type(exc).__name__})"
-                ) from exc
+        condition = load_upload(
+            data, "upload.safetensors", lambda path: Condition.load(path, self.lm), "condition"
+        )
         return self.add(name_hint, condition, "upload")
 
     def preload_file(self, path: Path, skipped: list[tuple[str, str]]) -> None:

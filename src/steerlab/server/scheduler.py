@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from steerlab.decode import RowDecoder, eos_token_ids, pick_token
+from steerlab.decode import pick_token
 from steerlab.errors import SteerlabError
 from steerlab.server import kvcache
 from steerlab.server.batch import Batch, BatchModel, Prefilled
@@ -51,7 +51,6 @@ class Scheduler(ModelThread):
         super().__init__(lm, config, metrics)
         self._batch = Batch()
         self._model = BatchModel(lm)
-        self._eos = eos_token_ids(lm)
         # Continuous batching needs caches that can be merged; known after the first prefill. Models with
         # sliding-window caches fall back to static batching: a new group starts when the batch is empty.
         self.continuous: bool | None = None
@@ -132,32 +131,6 @@ class Scheduler(ModelThread):
         self._refuse_calls(calls)
 
     # ------------------------------------------------------------- helpers
-    def _emit(self, job: Job, event: Event) -> None:
-        try:
-            job.emit(event)
-        except Exception:  # the client is gone (its event loop closed): stop working for it
-            job.cancelled = True
-
-    def _fail(self, job: Job, error: APIError) -> None:
-        job.finished = True
-        self.metrics.add("requests_failed_total")
-        self._emit(job, Event("error", error=error))
-
-    def _finish(self, job: Job) -> None:
-        job.finished = True
-        assert job.decoder is not None
-        self.metrics.add("requests_finished_total")
-        self._emit(
-            job,
-            Event(
-                "done",
-                finish_reason=job.decoder.finish_reason,
-                prompt_tokens=len(job.ids),
-                completion_tokens=len(job.decoder.tokens),
-                fired=job.fired,
-            ),
-        )
-
     def _accept(self, job: Job, logits: torch.Tensor, finite: bool) -> bool:
         """Sample ``job``'s next token (kept in ``job.next_token``) from its logits row and feed it to its
         decoder; True when the job is over. A fault in this row (non-finite logits, a sampling error)
@@ -222,17 +195,8 @@ class Scheduler(ModelThread):
                     param="steering",
                     code="invalid_steering",
                 )
-        job.decoder = RowDecoder(
-            self._detokenize,
-            max_tokens=job.max_tokens,
-            eos=self._eos,
-            stop=job.stop,
-            prompt_tokens=len(job.ids),
-        )
+        job.decoder = self._decoder(job)
         return None
-
-    def _detokenize(self, ids: list[int]) -> str:
-        return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _drop_cancelled(self) -> None:
         gone = {i for i, job in enumerate(self._batch.jobs) if job.cancelled}

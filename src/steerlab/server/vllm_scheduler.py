@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from steerlab.backends.vllm.engine import encode_steerings, engine_for
-from steerlab.decode import LENGTH, STOP, RowDecoder, eos_token_ids
+from steerlab.decode import LENGTH, STOP
 from steerlab.errors import SteerlabError
 from steerlab.server.config import ServerConfig
 from steerlab.server.errors import APIError, from_steerlab
@@ -37,7 +37,6 @@ class VLLMScheduler(ModelThread):
         self._running_jobs: dict[str, Job] = {}
         self._pushed: dict[str, int] = {}
         self._ids = itertools.count()
-        self._eos = eos_token_ids(lm)
         self._engine = engine_for(lm, max_num_seqs=self.config.max_batch)
 
     def _running(self) -> int:
@@ -110,13 +109,7 @@ class VLLMScheduler(ModelThread):
         except SteerlabError as exc:
             self._fail(job, from_steerlab(exc, "prompt"))
             return
-        job.decoder = RowDecoder(
-            self._detokenize,
-            max_tokens=job.max_tokens,
-            eos=self._eos,
-            stop=job.stop,
-            prompt_tokens=len(job.ids),
-        )
+        job.decoder = self._decoder(job)
         sampling = job.sampling
         prompt, params = self._engine.request(
             job.ids,
@@ -177,31 +170,3 @@ class VLLMScheduler(ModelThread):
     def _forget(self, rid: str) -> None:
         self._running_jobs.pop(rid, None)
         self._pushed.pop(rid, None)
-
-    def _detokenize(self, ids: list[int]) -> str:
-        return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _emit(self, job: Job, event: Event) -> None:
-        try:
-            job.emit(event)
-        except Exception:  # the client is gone
-            job.cancelled = True
-
-    def _fail(self, job: Job, error: APIError) -> None:
-        job.finished = True
-        self.metrics.add("requests_failed_total")
-        self._emit(job, Event("error", error=error))
-
-    def _finish(self, job: Job) -> None:
-        job.finished = True
-        assert job.decoder is not None
-        self.metrics.add("requests_finished_total")
-        self._emit(
-            job,
-            Event(
-                "done",
-                finish_reason=job.decoder.finish_reason,
-                prompt_tokens=len(job.ids),
-                completion_tokens=len(job.decoder.tokens),
-            ),
-        )

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerlab.backends.vllm.payload import EXTRA_ARG, encode, from_plan, steering_key
-from steerlab.decode import STOP, Generation, RowDecoder, TokenCallback, eos_token_ids, row_seed
+from steerlab.decode import STOP, Generation, RowDecoder, TokenCallback, eos_token_ids
+from steerlab.decode.request import batch_of
 from steerlab.engine import as_steerings
 from steerlab.errors import ModelError, SteeringError, SteerlabError
 
@@ -164,18 +165,11 @@ def generate_vllm(
     **steer_options: Any,
 ) -> Any:
     """:func:`steerlab.generate.generate`'s arguments and results, on vLLM (module doc for differences)."""
-    single = isinstance(prompts, str)
-    prompt_list = [prompts] if single else list(prompts)
-    if not prompt_list:
-        raise SteeringError("no prompts given")
-    if max_new_tokens < 1:
-        raise SteeringError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if not 0 < top_p <= 1:
-        raise SteeringError(f"top_p must be in (0, 1], got {top_p}")
-    rows = _row_steerings(len(prompt_list), steering, row_steering, steer_options)
+    batch = batch_of(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    rows = _row_steerings(len(batch.prompts), steering, row_steering, steer_options)
     texts = [encode_steerings(lm, row) for row in rows]
     engine = engine_for(lm)
-    encoded = [lm.encode(lm.chat(p, system) if chat else p) for p in prompt_list]
+    encoded = [lm.encode(lm.chat(p, system) if chat else p) for p in batch.prompts]
     requests = [
         engine.request(
             ids,
@@ -183,18 +177,17 @@ def generate_vllm(
             max_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
-            seed=row_seed(seed, i) if temperature > 0 else None,
+            seed=batch.sampling[i].seed if temperature > 0 else None,
             stop=stop,
         )
         for i, ids in enumerate(encoded)
     ]
     outputs = engine.run(requests)
-    results = [
-        _replay(lm, out, len(ids), max_new_tokens, stop, i, on_token)
-        for i, (out, ids) in enumerate(zip(outputs, encoded, strict=True))
-    ]
-    values = results if details else [g.text for g in results]
-    return values[0] if single else values
+    decoders = batch.decoders(
+        lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True), encoded, eos_token_ids(lm), stop
+    )
+    results = [_replay(out, decoders[i], i, on_token) for i, out in enumerate(outputs)]
+    return batch.results(results, details)
 
 
 def _row_steerings(n: int, steering: Any, row_steering: Any, options: dict) -> list[list[Any]]:
@@ -208,17 +201,8 @@ def _row_steerings(n: int, steering: Any, row_steering: Any, options: dict) -> l
     return [shared] * n
 
 
-def _replay(
-    lm: LM, output: Any, prompt_tokens: int, max_tokens: int, stop: Any, row: int, on_token: Any
-) -> Generation:
+def _replay(output: Any, decoder: RowDecoder, row: int, on_token: Any) -> Generation:
     """Feed vLLM's tokens through the decode core, so every rule is the torch engine's."""
-    decoder = RowDecoder(
-        lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True),
-        max_tokens=max_tokens,
-        eos=eos_token_ids(lm),
-        stop=stop,
-        prompt_tokens=prompt_tokens,
-    )
     completion = output.outputs[0]
     for token in completion.token_ids:
         if decoder.done:
