@@ -27,7 +27,7 @@ from steerlab.decode import (
     right_pad,
 )
 from steerlab.decode.request import batch_of
-from steerlab.errors import SteeringError
+from steerlab.engine.spec import row_choice
 
 if TYPE_CHECKING:
     from steerlab.lm import LM
@@ -47,15 +47,10 @@ stop_index = find_stop  # the old name, kept for callers of steerlab.generate
 
 
 def _steering_context(lm: LM, n: int, steering: Any, row_steering: Any, options: dict):
-    if steering is not None and row_steering is not None:
-        raise SteeringError("pass either steering= (all rows) or row_steering= (one per prompt), not both")
-    if row_steering is not None:
-        if len(row_steering) != n:
-            raise SteeringError(f"row_steering has {len(row_steering)} entries for {n} prompts")
-        return lm.steer_rows(list(row_steering))
-    if steering is not None:
-        return lm.steer(steering, **options)
-    return contextlib.nullcontext()
+    if steering is not None and row_steering is None:
+        return lm.steer(steering, **options)  # the facade also takes raw tensors and strict_model
+    _, per_row = row_choice(n, steering, row_steering)  # refuses both at once, and a wrong row count
+    return lm.steer_rows(per_row) if per_row is not None else contextlib.nullcontext()
 
 
 def generate(

@@ -341,3 +341,19 @@ def as_steerings(
         else:
             raise SteeringError(f"expected Steering or SteeringVector, got {type(item).__name__}")
     return out
+
+
+def row_choice(
+    n: int, steering: Any, row_steering: Sequence[Any] | None, **defaults: Any
+) -> tuple[list[Steering], list[list[Steering]] | None]:
+    """A generation's steering: one list for every row (``steering=``) or one per prompt (``row_steering=``).
+
+    Returns ``(shared, None)`` or ``([], per_row)``; every engine reads ``generate``'s two arguments here.
+    """
+    if steering is not None and row_steering is not None:
+        raise SteeringError("pass either steering= (all rows) or row_steering= (one per prompt), not both")
+    if row_steering is not None:
+        if len(row_steering) != n:
+            raise SteeringError(f"row_steering has {len(row_steering)} entries for {n} prompts")
+        return [], [as_steerings(row) for row in row_steering]
+    return (as_steerings(steering, **defaults) if steering is not None else []), None

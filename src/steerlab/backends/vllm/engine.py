@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from steerlab.backends.vllm.payload import EXTRA_ARG, encode, from_plan, steering_key
 from steerlab.decode import STOP, Generation, RowDecoder, TokenCallback, eos_token_ids
 from steerlab.decode.request import batch_of
-from steerlab.engine import as_steerings
+from steerlab.engine.spec import row_choice
 from steerlab.errors import ModelError, SteeringError, SteerlabError
 
 if TYPE_CHECKING:
@@ -191,14 +191,8 @@ def generate_vllm(
 
 
 def _row_steerings(n: int, steering: Any, row_steering: Any, options: dict) -> list[list[Any]]:
-    if steering is not None and row_steering is not None:
-        raise SteeringError("pass either steering= (all rows) or row_steering= (one per prompt), not both")
-    if row_steering is not None:
-        if len(row_steering) != n:
-            raise SteeringError(f"row_steering has {len(row_steering)} entries for {n} prompts")
-        return [as_steerings(row) for row in row_steering]
-    shared = as_steerings(steering, **options) if steering is not None else []
-    return [shared] * n
+    shared, per_row = row_choice(n, steering, row_steering, **options)
+    return per_row if per_row is not None else [shared] * n
 
 
 def _replay(output: Any, decoder: RowDecoder, row: int, on_token: Any) -> Generation:
