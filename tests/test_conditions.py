@@ -375,6 +375,32 @@ def test_registry_preloads_condition_files_beside_vectors(tiny, vector, a_vs_z, 
     assert [name for name, _ in registry.skipped] == ["wide.safetensors"]
 
 
+def test_condition_uploads_and_deletes_persist_across_a_restart(tiny, vector, a_vs_z, tmp_path):
+    """Conditions live in the same folder as vectors and persist the same way (no name clashes)."""
+    pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    from steerlab.server import create_app
+
+    vector.save(tmp_path / "az.safetensors")  # a vector already holds the stem the upload suggests
+    upload = tmp_path.parent / f"{tmp_path.name}-upload.safetensors"
+    a_vs_z.save(upload)
+    with TestClient(create_app(tiny, vectors_dir=tmp_path)) as client:
+        up = client.post("/v1/steering/conditions", files={"file": ("az.safetensors", upload.read_bytes())})
+        assert up.status_code == 201 and up.json()["id"] == "az-2"
+        assert (tmp_path / "az-2.safetensors").is_file() and (tmp_path / "az.safetensors").is_file()
+    restarted = create_app(tiny, vectors_dir=tmp_path)
+    registry = restarted.state.steerlab.registry
+    assert registry.names() == ["az"]
+    (entry,) = registry.conditions.entries()
+    assert entry.name == "az-2" and entry.source == "preload"
+    assert torch.equal(entry.item.direction, a_vs_z.direction)
+    with TestClient(restarted) as client:
+        assert client.delete("/v1/steering/conditions/az-2").status_code == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["az.safetensors"]
+    assert create_app(tiny, vectors_dir=tmp_path).state.steerlab.registry.conditions.entries() == []
+
+
 def test_late_condition_with_generated_positions_matches_unconditional(tiny, vector):
     """A condition read after the steered layer is fine for positions='generated': decided at prefill,
     applied from the first generated token on, exactly like the unconditional steering."""

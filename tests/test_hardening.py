@@ -371,7 +371,7 @@ def test_upload_and_delete_persist_across_a_restart(tiny, tmp_path):
     restarted = create_app(tiny, vectors_dir=tmp_path)
     entries = restarted.state.steerlab.registry.entries()
     assert [e.name for e in entries] == ["joy"]
-    assert torch.equal(entries[0].vector[0], vector(tiny, 3)[0])
+    assert torch.equal(entries[0].item[0], vector(tiny, 3)[0])
 
 
 def test_ephemeral_keeps_uploads_and_deletes_in_memory(tiny, tmp_path):

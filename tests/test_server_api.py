@@ -118,7 +118,7 @@ def test_completions_with_several_prompts_and_echo(served, client):
 
 def test_steering_by_name_matches_the_library(served, client):
     lm, _, state = served
-    vec = state.registry.get("joy").vector
+    vec = state.registry.get("joy").item
     spec = {"vector": "joy", "strength": 0.7, "layers": "0-1", "positions": "generated"}
     out = client.chat.completions.create(
         model="tiny-llama",
@@ -349,7 +349,7 @@ def test_projections_cover_the_text_tokens(served):
     full = lm.chat("say hi") + "héllo wörld"
     ids = lm.encode(full)
     acts = read(lm, [full], [1], position=tuple(range(len(ids))))
-    expected = acts.acts[1][0, body["prompt_tokens"] :] @ state.registry.get("joy").vector.unit(1)
+    expected = acts.acts[1][0, body["prompt_tokens"] :] @ state.registry.get("joy").item.unit(1)
     got = torch.tensor([t["projection"] for t in body["tokens"]])
     assert torch.allclose(got, expected, atol=1e-3)
     assert (

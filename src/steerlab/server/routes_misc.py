@@ -29,7 +29,7 @@ def misc_routes(state: ServerState) -> APIRouter:
         future = state.scheduler.call(
             lambda: token_projections(
                 state.lm,
-                entry.vector,
+                entry.item,
                 body.text,
                 prompt=body.prompt,
                 chat=body.chat,

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from steerlab.engine import Steering
-from steerlab.engine.condition import ConditionLike, Rule
+from steerlab.engine.condition import Condition, ConditionLike, Rule
 from steerlab.errors import SteerlabError
 from steerlab.server.errors import bad_request, from_steerlab, not_found
-from steerlab.server.registry import ConditionRegistry, VectorRegistry
+from steerlab.server.registry import Registry, VectorRegistry
 from steerlab.server.schemas import SteeringSpec
 
 #: Bounds on a condition rule in a request: nesting depth and conditions named in all.
@@ -34,7 +34,7 @@ def build_steerings(registry: VectorRegistry, specs: list[SteeringSpec] | None) 
         try:
             out.append(
                 Steering(
-                    entry.vector,
+                    entry.item,
                     strength=spec.strength,
                     op=spec.op,
                     layers=spec.layers,
@@ -51,7 +51,7 @@ def build_steerings(registry: VectorRegistry, specs: list[SteeringSpec] | None) 
     return out
 
 
-def build_condition(registry: ConditionRegistry, spec: Any, param: str) -> ConditionLike | None:
+def build_condition(registry: Registry[Condition], spec: Any, param: str) -> ConditionLike | None:
     """A registry name, or a rule ``{"all"|"any": [...]}`` / ``{"not": ...}`` of them, as engine objects."""
     if spec is None:
         return None
@@ -60,14 +60,14 @@ def build_condition(registry: ConditionRegistry, spec: Any, param: str) -> Condi
 
 
 def _condition(
-    registry: ConditionRegistry, spec: Any, param: str, depth: int, budget: list[int]
+    registry: Registry[Condition], spec: Any, param: str, depth: int, budget: list[int]
 ) -> ConditionLike:
     if isinstance(spec, str):
         budget[0] -= 1
         if budget[0] < 0:
             raise bad_request(f"a condition rule may name at most {MAX_RULE_NAMES} conditions", param=param)
         try:
-            return registry.get(spec).condition
+            return registry.get(spec).item
         except KeyError:
             raise not_found(
                 f"no condition named '{spec[:200]}'; GET /v1/steering/conditions lists them",
