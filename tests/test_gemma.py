@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,34 @@ def test_gguf_export_bakes_exactly_what_the_engine_adds(gemma, sentiment, tmp_pa
         delta = plan.terms[(layer, "resid")][0].delta.reshape(-1)
         assert torch.equal(back[layer], delta)
         assert np.array_equal(directions[layer], delta.numpy())
+
+
+@pytest.mark.slow
+@needs_gemma
+def test_continuation_style_sentiment_task_on_the_base_model(gemma):
+    """Gemma 3 270M is a base model: the arena's sentiment task continues review openings (no dialogue
+    around them), and a mean-difference vector from the task's own bare sentences moves its effect."""
+    from steerlab.evaluate import adaptations
+    from steerlab.evaluate.adaptations import Opening
+    from steerlab.evaluate.tasks import Budget, sentiment_task
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_labelled_sentences"
+    if not data.exists():
+        pytest.skip("shared sentiment data not present")
+    budget = replace(Budget.preset("small"), eval=12)
+    task = sentiment_task(gemma, data, budget, scorer="vader")
+    assert all(isinstance(p, Opening) for p in task.eval_prompts + task.heldout_prompts + task.calib_prompts)
+    assert all(pair.prompt is None for pair in task.pairs)
+    first = task.eval_prompts[0]
+    assert adaptations.baseline().render(gemma, first) == first  # nothing around the opening
+    prompted = adaptations.prompting("prompting", task.instruction, task.shots).render(gemma, first)
+    assert prompted.startswith(task.instruction) and prompted.endswith(first) and "User:" not in prompted
+
+    vector = steerlab.extract(gemma, task.pairs, method="mean_diff", **task.extract_options)
+    effect = {}
+    for sign in (0, 1, -1):
+        steer = [Steering(vector, strength=sign * STRENGTH)] if sign else None
+        adaptation = adaptations.steering(f"{sign:+d}", steer) if sign else adaptations.baseline()
+        effect[sign] = task.effect(gemma, adaptation, max_new_tokens=16).estimate.value
+    print(f"\ncontinuation-style sentiment effect (VADER, {len(task.eval_prompts)} openings): {effect}")
+    assert effect[1] > effect[0] > effect[-1], effect

@@ -21,10 +21,32 @@ if TYPE_CHECKING:
     from steerlab.lm import LM
 
 
+class Opening(str):
+    """A prompt that is text to continue, not a user turn (continuation-style tasks for base models).
+
+    Every adaptation renders it without any dialogue around it: a prompting instruction becomes a line
+    before it and few-shot examples become example texts before it. A plain ``str`` prompt is a user turn.
+    """
+
+    __slots__ = ()
+
+
+def render_continuation(
+    opening: str, *, system: str | None = None, shots: Sequence[tuple[str, str]] = ()
+) -> str:
+    """``opening`` after an optional instruction line and example texts, as a base model reads them."""
+    parts = [system] if system else []
+    parts += [answer for _, answer in shots]
+    return "".join(f"{part}\n\n" for part in parts) + opening
+
+
 def render_chat(
     lm: LM, user: str, *, system: str | None = None, shots: Sequence[tuple[str, str]] = ()
 ) -> str:
-    """The prompt for ``user`` after an optional system turn and few-shot (user, assistant) exchanges."""
+    """The prompt for ``user`` after an optional system turn and few-shot (user, assistant) exchanges;
+    an :class:`Opening` is rendered as text to continue (:func:`render_continuation`)."""
+    if isinstance(user, Opening):
+        return render_continuation(user, system=system, shots=shots)
     if not has_chat_template(lm.tokenizer):
         head = f"System: {system}\n" if system else ""
         turns = "".join(f"User: {u}\nAssistant: {a}\n" for u, a in shots)
