@@ -27,7 +27,11 @@ def test_an_opening_is_continued_with_instruction_and_examples_before_it():
     assert text == "Be warm.\n\nLovely stay.\n\nGreat staff.\n\nThe hotel was"
     assert render_continuation("x") == "x"
     # a plain string stays a user turn in the dialogue layout
-    assert render_chat(BASE, "The hotel was") == "User: The hotel was\nAssistant:"
+    assert render_chat(BASE, "The hotel was") == "User: The hotel was\nAssistant: "
+    assert (
+        render_chat(BASE, "Hi", system="S", shots=[("Q", "A")])
+        == "System: S\nUser: Q\nAssistant: A\nUser: Hi\nAssistant: "
+    )
     assert adaptations.prompting("p", "Be warm.").render(BASE, opening).startswith("Be warm.\n\n")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from steerlab.data.chat import has_chat_template
+from steerlab.data.chat import has_chat_template, plain_format
 
 if TYPE_CHECKING:
     from steerlab.engine.spec import Steering
@@ -47,10 +47,10 @@ def render_chat(
     an :class:`Opening` is rendered as text to continue (:func:`render_continuation`)."""
     if isinstance(user, Opening):
         return render_continuation(user, system=system, shots=shots)
-    if not has_chat_template(lm.tokenizer):
+    if not has_chat_template(lm.tokenizer):  # the one dialogue layout of data.chat, turn by turn
         head = f"System: {system}\n" if system else ""
-        turns = "".join(f"User: {u}\nAssistant: {a}\n" for u, a in shots)
-        return f"{head}{turns}User: {user}\nAssistant:"
+        turns = "".join(plain_format(u, a) + "\n" for u, a in shots)
+        return head + turns + plain_format(user)
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     for u, a in shots:
         messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]

@@ -52,7 +52,9 @@ def counting(model: torch.nn.Module) -> Iterator[dict[str, Any]]:
 
 def extra_prompt_tokens(lm: LM, adaptation: Any, user: str = "Hello.") -> int:
     """How many more tokens the adaptation puts in front of a request than the plain chat prompt."""
-    return len(lm.encode(adaptation.render(lm, user))) - len(lm.encode(lm.chat(user)))
+    from steerlab.evaluate.adaptations import baseline
+
+    return len(lm.encode(adaptation.render(lm, user))) - len(lm.encode(baseline().render(lm, user)))
 
 
 def relative_speed(adapted_tok_s: float, base_tok_s: float) -> float | None:

@@ -45,7 +45,7 @@ def generate(
 def completion_nll(
     lm: LM, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Summed NLL (nats) and token count of each completion after its plain chat prompt, under ``lm``.
+    """Summed NLL (nats) and token count of each completion after its plain prompt, under ``lm``.
 
     Call it with the unadapted model: the perplexity of steered text under the original model is the
     fluency measure (degenerate repetition or word salad scores high).
@@ -55,7 +55,7 @@ def completion_nll(
     sums, counts = np.zeros(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
     rows = []
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-        head = lm.encode(lm.chat(p))
+        head = lm.encode(baseline().render(lm, p))  # the plain prompt (an Opening stays bare text)
         tail = lm.tokenizer(c, add_special_tokens=False)["input_ids"] if c else []
         if tail:
             rows.append((i, head, tail))

@@ -40,10 +40,11 @@ class TaskKind(Protocol):
     ) -> EffectResult: ...
 
 
-class _ConceptKind:
-    """Generate, then score the texts with the task's validated concept scorer."""
+class _GeneratingKind:
+    """Kinds judged on generated text: generate the split's prompts under the adaptation, then
+    :meth:`score` the texts (one generation path for every such kind)."""
 
-    name = "concept"
+    name = "generating"
 
     def effect(
         self,
@@ -58,6 +59,18 @@ class _ConceptKind:
         texts = measure.generate(
             lm, adaptation, data.prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
+        return self.score(lm, task, data, texts)
+
+    def score(self, lm: LM, task: Task, data: SplitData, texts: list[str]) -> EffectResult:
+        raise NotImplementedError
+
+
+class _ConceptKind(_GeneratingKind):
+    """Score the texts with the task's validated concept scorer."""
+
+    name = "concept"
+
+    def score(self, lm: LM, task: Task, data: SplitData, texts: list[str]) -> EffectResult:
         if task.concept is None:
             raise DataError(f"task {task.name}: no concept scorer was built")
         scores = task.concept.score(lm, texts)
@@ -76,24 +89,12 @@ class PersonaKind(_ConceptKind):
     name = "persona"
 
 
-class SafetyKind:
+class SafetyKind(_GeneratingKind):
     """Refuse the harmful instructions *and* keep answering the harmless ones."""
 
     name = "safety"
 
-    def effect(
-        self,
-        lm: LM,
-        adaptation: Adaptation,
-        task: Task,
-        data: SplitData,
-        *,
-        max_new_tokens: int,
-        batch_size: int,
-    ) -> EffectResult:
-        texts = measure.generate(
-            lm, adaptation, data.prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
-        )
+    def score(self, lm: LM, task: Task, data: SplitData, texts: list[str]) -> EffectResult:
         detect, detector = refusal_detector()
         refused = np.array([bool(detect(t)) for t in texts])
         harmful = np.array(data.labels, dtype=bool)
