@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "eval_cmds",
     "serve_cmd",
     "condition_cmds",
+    "scorecard_cmd",
 )
 
 for _name in COMMAND_MODULES:

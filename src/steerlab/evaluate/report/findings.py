@@ -72,6 +72,7 @@ class UsabilityEntry:
     family: str
     setting: dict[str, Any]
     calibration_cells: int
+    layer_label: str | None = None  # the calibrated layers as written in the sweep ("7-20"), when recorded
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def findings(results: dict[str, Any], rows: dict[str, dict[str, Any]]) -> Findin
                 r["family"],
                 r.get("setting") or {},
                 len((results["main"][m].get("calibration") or {}).get("rows", [])),
+                _layer_label(results["main"][m].get("calibration") or {}, r.get("setting") or {}),
             )
             for m, r in adapted.items()
         ],
@@ -176,6 +178,49 @@ def _effect(
         chance=chance,
         near_chance=near,
     )
+
+
+@dataclass(frozen=True)
+class SteeringStanding:
+    """Where steering stands on effect, from the same interval rule as the effect verdict.
+
+    ``outcome``: ``"wins"`` (the best method is steering and no other interval overlaps it),
+    ``"loses"`` (a non-steering method is best and its interval clears the best steering method's),
+    ``"undecided"`` (the best method's interval overlaps one of the other family's), ``"unopposed"``
+    (no prompting or LoRA ran to compare with) or ``"absent"`` (no steering method ran).
+    ``beats_unadapted``: the best steering method's interval lies above the unadapted model's.
+    """
+
+    outcome: str
+    steering: str | None
+    rival: str | None  # the best non-steering method, when it is the best overall
+    beats_unadapted: bool
+
+
+def steering_standing(e: EffectFinding) -> SteeringStanding:
+    """Steering's standing on effect, read off an :class:`EffectFinding` (no second copy of its rule)."""
+    if e.best_steering is None or e.best_steering_effect is None:
+        return SteeringStanding("absent", None, None, False)
+    beats = ci_separated(e.best_steering_effect, e.baseline_effect) and (
+        e.best_steering_effect["value"] > e.baseline_effect["value"]
+    )
+    others = [m for m, f in e.families.items() if m != "baseline" and f != "steering"]
+    if not others:
+        return SteeringStanding("unopposed", e.best_steering, None, beats)
+    if e.families[e.best] == "steering":
+        outcome = "undecided" if any(e.families[m] != "steering" for m in e.overlapping) else "wins"
+        return SteeringStanding(outcome, e.best, None, beats)
+    outcome = "undecided" if e.best_steering in e.overlapping else "loses"
+    return SteeringStanding(outcome, e.best_steering, e.best, beats)
+
+
+def _layer_label(calibration: dict[str, Any], setting: dict[str, Any]) -> str | None:
+    """The calibrated layers as the sweep wrote them (``7-20``): the choice's, else the matching cell's."""
+    label = (calibration.get("choice") or {}).get("layer_label")
+    if label:
+        return label
+    layers = setting.get("layers")
+    return next((c["layer_label"] for c in calibration.get("rows") or [] if c.get("layers") == layers), None)
 
 
 def leaders(values: dict[str, float], *, lowest: bool = True) -> list[str]:

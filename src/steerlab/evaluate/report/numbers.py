@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from steerlab.evaluate.metrics import bootstrap
+from steerlab.evaluate.metrics import bootstrap, proportion
 
 
 def value(result: dict[str, Any], split: str = "eval") -> float:
@@ -35,6 +35,7 @@ def derive(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if a.shape == b.shape and name != "baseline":
                 diff = a - b
                 row["wrong_way_fraction"] = float((diff < -1e-9).mean())
+                row["wrong_way_ci"] = proportion(diff < -1e-9).as_dict() if diff.size else None
                 row["moved_fraction"] = float((np.abs(diff) > 1e-9).mean())
                 row["gain_ci"] = bootstrap(diff).as_dict()
                 if row["gain_ci"]["low"] > 0:  # a ratio over a gain that may be zero is noise
@@ -49,6 +50,7 @@ def derive(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             elif r.get("tokens_per_second") and base.get("tokens_per_second"):
                 row["speed_ratio"] = r["tokens_per_second"] / base["tokens_per_second"]
         row["kl"] = r["kl"]["mean"]
+        row["kl_ci"] = r["kl"].get("estimate")  # bootstrap over neutral prompts (absent in older folders)
         row["build_seconds"] = r["cost"]["seconds"]
         row["forward_passes"] = r["cost"]["forward_passes"]
         row["backward_passes"] = r["cost"]["backward_passes"]

@@ -14,8 +14,8 @@ COLUMNS = (
     ("gain", "gain vs unadapted"),
     ("heldout", "held-out effect"),
     ("generalisation_ratio", "held-out gain / eval gain"),
-    ("wrong_way_fraction", "wrong-way fraction"),
-    ("kl", "KL neutral (nats)"),
+    ("wrong_way_fraction", "wrong-way fraction [95% CI]"),
+    ("kl", "KL neutral (nats) [95% CI]"),
     ("ppl_ratio", "perplexity ratio"),
     ("capability_change", "capability Δacc"),
     ("build_seconds", "build s"),
@@ -27,7 +27,13 @@ COLUMNS = (
 )
 
 
+#: Columns shown with their interval when the results recorded one (``<key>_ci``).
+WITH_INTERVAL = ("kl", "wrong_way_fraction")
+
+
 def _cell(row: dict[str, Any], key: str) -> str:
+    if key in WITH_INTERVAL and row.get(f"{key.removesuffix('_fraction')}_ci"):
+        return est(row[f"{key.removesuffix('_fraction')}_ci"])
     v = row.get(key)
     if isinstance(v, dict):
         return est(v)

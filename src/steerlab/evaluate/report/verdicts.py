@@ -9,7 +9,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from steerlab.evaluate.report.findings import Findings, findings, leaders
+from steerlab.evaluate.report.findings import (
+    EffectFinding,
+    Findings,
+    SteeringStanding,
+    UsabilityEntry,
+    findings,
+    leaders,
+)
 
 CRITERIA = (
     "effect",
@@ -110,7 +117,10 @@ def _reliability(f: Findings) -> str:
     if spread:
         parts.append(
             "spread across seeds at the largest data size: "
-            + ", ".join(f"{m} sd {s['std']:.3f} ({s['seeds']} seeds)" for m, s in spread.items())
+            + ", ".join(
+                f"{m} sd {s['std']:.3f} ({s['seeds']} seed{'' if s['seeds'] == 1 else 's'})"
+                for m, s in spread.items()
+            )
         )
     return ("; ".join(parts) + ".") if parts else "not measured."
 
@@ -194,27 +204,58 @@ def _composability(f: Findings) -> str:
     )
 
 
+def usability_of(u: UsabilityEntry) -> str:
+    """What one method asks of its user (the scorecard's usability cell and the report's sentence)."""
+    if u.family == "prompting":
+        return f"{u.method}: write one instruction and pick examples; nothing to train or tune"
+    if u.family == "steering":
+        line = (
+            f"{u.method}: layers {u.layer_label or u.setting.get('layers')} and strength {u.setting.get('strength')} chosen "
+            f"automatically ({u.calibration_cells} calibration cells)"
+        )
+        if u.setting.get("within_budget") is False:
+            line += (
+                " — no cell stayed inside the KL/fluency budget, so this is the lowest-KL cell and it "
+                "lies OUTSIDE the budget"
+            )
+        return line
+    if u.family == "lora":
+        return (
+            f"{u.method}: rank, learning rate and epochs to set; needs gradients and completions to train on"
+        )
+    return f"{u.method}: {u.family}"
+
+
 def _usability(f: Findings) -> str:
-    use = []
-    for u in f.usability:
-        if u.family == "prompting":
-            use.append(f"{u.method}: write one instruction and pick examples; nothing to train or tune")
-        elif u.family == "steering":
-            line = (
-                f"{u.method}: layers {u.setting.get('layers')} and strength {u.setting.get('strength')} chosen "
-                f"automatically ({u.calibration_cells} calibration cells)"
-            )
-            if u.setting.get("within_budget") is False:
-                line += (
-                    " — no cell stayed inside the KL/fluency budget, so this is the lowest-KL cell and it "
-                    "lies OUTSIDE the budget"
-                )
-            use.append(line)
-        elif u.family == "lora":
-            use.append(
-                f"{u.method}: rank, learning rate and epochs to set; needs gradients and completions to train on"
-            )
-    return "; ".join(use) + "."
+    return "; ".join(usability_of(u) for u in f.usability) + "."
+
+
+def steering_sentence(s: SteeringStanding, e: EffectFinding) -> str:
+    """Steering's standing on effect in one plain sentence (a loss is said as a loss)."""
+    if s.outcome == "absent":
+        return "No steering method ran here."
+    best = f"{s.steering} {est(e.best_steering_effect)}"
+    moved = (
+        ""
+        if s.beats_unadapted
+        else f" Its interval does not clear the unadapted model's ({est(e.baseline_effect)}): "
+        "no established effect from steering."
+    )
+    if s.outcome == "wins":
+        return f"Steering wins on effect: {best} is above every prompting/LoRA interval.{moved}"
+    if s.outcome == "loses":
+        return (
+            f"Steering loses on effect: {s.rival} {est(e.best_effect)} is above the best steering method, "
+            f"{best}, and the intervals do not overlap.{moved}"
+        )
+    if s.outcome == "unopposed":
+        return f"Only steering methods ran, so steering is not compared with prompting or LoRA here; best {best}.{moved}"
+    return (
+        f"Steering neither wins nor loses on effect: the best steering method, {best}, overlaps the "
+        f"interval of the best method ({e.best} {est(e.best_effect)}).{moved}"
+        if e.best != s.steering
+        else f"Steering neither wins nor loses on effect: {best} overlaps a prompting/LoRA interval.{moved}"
+    )
 
 
 def _reversibility(f: Findings) -> str:
