@@ -214,3 +214,24 @@ def test_llama_cpp_streams_exactly_the_text_it_returns_when_a_stop_spans_tokens(
     assert out.text == full.text[: full.text.find(stop)] and out.finish_reason == "stop"
     assert "".join(streamed) == out.text
     assert sampled[0] == sampled[1]
+
+
+# ------------------------------------------------------------------------------ teacher forcing
+def test_forced_logits_predict_each_tail_token_as_a_prefix_forward_would(tiny):
+    from steerlab.decode.scoring import forced_logits, token_log_probs
+
+    heads = [tiny.encode("ab"), tiny.encode("a longer head here")]
+    tails = [[OFFSET + 3, OFFSET + 5, OFFSET + 1], [OFFSET + 2]]
+    with torch.no_grad():
+        rows = forced_logits(tiny, heads, tails)
+        for head, tail, row in zip(heads, tails, rows, strict=True):
+            assert row.shape == (len(tail), tiny.model.config.vocab_size)
+            for j in range(len(tail)):
+                ids = torch.tensor([head + tail[:j]])
+                alone = tiny.model(input_ids=ids).logits[0, -1]
+                assert torch.allclose(row[j], alone, atol=1e-4), j
+            lp = token_log_probs(row, tail)
+            assert torch.allclose(lp, torch.log_softmax(row.float(), -1)[range(len(tail)), tail])
+            assert bool((lp <= 0).all())
+    with pytest.raises(ValueError, match="at least one token"):
+        forced_logits(tiny, [[]], [[OFFSET]])

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from steerlab.data import ABItem, ab_letter
-from steerlab.decode.padding import right_pad
+from steerlab.decode.scoring import forced_logits
 from steerlab.errors import DataError
 from steerlab.evaluate import metrics
 from steerlab.evaluate.adaptations import Adaptation, baseline
@@ -62,11 +62,9 @@ def completion_nll(
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            batch = right_pad([h + t for _, h, t in chunk], lm.pad_token_id, lm.device)
-            logits = lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
-            for r, (i, h, t) in enumerate(chunk):
-                pred = logits[r, len(h) - 1 : len(h) + len(t) - 1].float().cpu()
-                nll = metrics.token_nll(pred, torch.tensor(t))
+            preds = forced_logits(lm, [h for _, h, _ in chunk], [t for _, _, t in chunk])
+            for (i, _, t), pred in zip(chunk, preds, strict=True):
+                nll = metrics.token_nll(pred.float().cpu(), torch.tensor(t))
                 sums[i], counts[i] = float(nll.sum()), len(t)
     return sums, counts
 

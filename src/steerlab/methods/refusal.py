@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.decode.padding import right_pad
+from steerlab.decode.scoring import forced_logits, token_log_probs
 from steerlab.errors import DataError
 from steerlab.methods.diagnostics import separation
 from steerlab.methods.refusal_text import BENIGN_PHRASES, REFUSAL_PHRASES, is_refusal, refusal_rate
@@ -148,13 +148,9 @@ def probe_scores(
         with torch.no_grad():
             for start in range(0, len(prompts), batch_size):
                 heads = [lm.encode(p) for p in prompts[start : start + batch_size]]
-                batch = right_pad([h + probe_ids for h in heads], lm.pad_token_id, lm.device)
-                logits = lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
-                for i, h in enumerate(heads):
-                    at = len(h) - 1
-                    rows = torch.log_softmax(logits[i, at : at + len(probe_ids)].float(), -1).cpu()
-                    scores.append(rows.gather(1, torch.tensor(probe_ids)[:, None]).sum())
-                    dists.append(rows[0])
+                for pred in forced_logits(lm, heads, [probe_ids] * len(heads)):
+                    scores.append(token_log_probs(pred, probe_ids).sum().cpu())
+                    dists.append(torch.log_softmax(pred[0].float(), -1).cpu())
     finally:
         if context is not None:
             context.__exit__(None, None, None)
