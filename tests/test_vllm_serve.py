@@ -13,7 +13,7 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-from steerlab.engine import Steering  # noqa: E402
+from steerlab.engine import Condition, Steering  # noqa: E402
 from steerlab.server import ServerConfig, ThreadedServer, create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -43,6 +43,10 @@ MIXES = [
 def served(lm, happy_vector):
     app = create_app(lm, config=ServerConfig(max_tokens=32, max_batch=32, engine="vllm"))
     app.state.steerlab.registry.add("happy", happy_vector)
+    # conditions whose decision does not depend on the prompt: cos > -2 always holds, cos > 2 never does
+    for name, threshold in (("always", -2.0), ("never", 2.0)):
+        cond = Condition(happy_vector.directions[4], layer=4, threshold=threshold, model_id=lm.model_id)
+        app.state.steerlab.registry.conditions.add(name, cond)
     with ThreadedServer(app) as server:
         yield server
 
@@ -111,3 +115,24 @@ def test_32_concurrent_mixed_clients_each_get_their_solo_answer(lm, client):
 def test_a_conditional_or_unsupported_steering_is_a_clear_400(lm, client):
     with pytest.raises(openai.BadRequestError, match="residual stream"):
         chat(client, lm, PROMPTS[0], [{"vector": "happy", "strength": 0.5, "layers": [3], "site": "mlp"}])
+
+
+def test_a_conditional_steering_is_gated_in_vllm_and_reported(lm, client):
+    base = {"vector": "happy", "strength": 0.6, "layers": "6-10"}
+    plain = chat(client, lm, PROMPTS[1])
+    steered = chat(client, lm, PROMPTS[1], [base])
+    for name, fired, text in (
+        ("always", True, steered),
+        ("never", False, plain),
+        ({"not": "never"}, True, steered),
+    ):
+        out = client.chat.completions.create(
+            model=lm.model_id,
+            messages=[{"role": "user", "content": PROMPTS[1]}],
+            max_tokens=TOKENS,
+            temperature=0,
+            extra_body={"steering": [{**base, "condition": name}]},
+        )
+        assert out.choices[0].message.content == text, name
+        report = out.model_extra["steering_report"]
+        assert [c["fired"] for r in report for c in r["conditions"]] == [fired], name

@@ -148,6 +148,8 @@ class VLLMScheduler(ModelThread):
                 if delta:
                     self._emit(job, Event("delta", text=delta))
             if job.decoder.done:
+                if any(s.condition is not None for s in job.steering):  # decided in vLLM's worker
+                    job.fired = self._engine.fired([out.request_id]).get(out.request_id)
                 if not out.finished:
                     self._abort(out.request_id)
                 self._forget(out.request_id)

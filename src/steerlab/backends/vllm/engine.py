@@ -15,11 +15,12 @@ after the batch finished (in order, with the same deltas), not while it runs.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steerlab.backends.vllm.payload import EXTRA_ARG, encode, from_plan, steering_key
+from steerlab.backends.vllm.payload import EXTRA_ARG, decode, encode, from_plan, steering_key
 from steerlab.decode import STOP, Generation, RowDecoder, TokenCallback, eos_token_ids
 from steerlab.decode.request import batch_of
 from steerlab.engine.spec import row_choice
@@ -118,7 +119,7 @@ class VLLMEngine:
         extra = None
         if steering_text is not None:
             extra = {EXTRA_ARG: steering_text}
-            prompt["cache_salt"] = "steerlab-" + steering_key(steering_text)
+            prompt["cache_salt"] = salt_for(steering_text)
         params = SamplingParams(
             max_tokens=max_tokens,
             temperature=max(float(temperature), 0.0),
@@ -136,6 +137,31 @@ class VLLMEngine:
         prompts = [p for p, _ in requests]
         params = [s for _, s in requests]
         return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def fired(self, request_ids: Sequence[str]) -> dict[str, list[bool] | None]:
+        """Whether each conditional steering fired, per request id given to vLLM (absent: unconditional).
+
+        Read from the first worker (every rank decides the same; with pipeline parallelism only the ranks
+        holding the condition's layer decide, and this reads rank 0).
+        """
+        wanted = set(request_ids)
+        out: dict[str, list[bool] | None] = {}
+        for internal, fired in self.llm.collective_rpc("steerlab_fired")[0].items():
+            # vLLM's internal id is the caller's id plus "-" and a random suffix
+            external = internal.rsplit("-", 1)[0]
+            if external in wanted:
+                out[external] = fired
+        return out
+
+
+def salt_for(text: str) -> str:
+    """The prefix-cache salt of a steered request.
+
+    Equal steerings share cached blocks. A conditional steering never does: its condition must read
+    every prompt token (a cache hit would skip some), and its prompt's states depend on the decision.
+    """
+    salt = "steerlab-" + steering_key(text)
+    return salt + "-" + uuid.uuid4().hex if decode(text).leaves else salt
 
 
 def engine_for(lm: LM, **llm_kwargs: Any) -> VLLMEngine:

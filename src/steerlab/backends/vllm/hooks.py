@@ -1,29 +1,73 @@
 """Per-request steering inside a vLLM worker: forward hooks on the decoder layers of a flat token batch.
 
 vLLM runs every scheduled request in one flat ``(tokens, hidden)`` batch. Once per forward pass a
-pre-hook on the model reads which requests are in it (``input_batch.req_ids``, in batch order), where
-each one's tokens start (``query_start_loc`` of the forward context's attention metadata) and each one's
-``extra_args``; requests without a steering are left alone, and a pass with none costs one dict lookup
-per layer. Layer ``i``'s output ``(hidden_states, residual)`` sums to the residual stream after block
-``i``; each edit is computed on that sum and added back to ``hidden_states`` as a correction, so
-``add``/``ablate``/``clamp``/``scale`` mean exactly what they mean in the torch engine. Token positions
-come from the layer's own ``positions`` argument (absolute, across KV-cache steps and prefix-cache hits).
+pre-hook on the model asks its *source* which requests of the batch carry a steering (their index in
+vLLM's batch order, their decoded steering, their prompt length) and reads where each one's tokens start
+(``query_start_loc`` of the forward context's attention metadata); requests without a steering are left
+alone, and a pass with none costs one call per layer. Two sources exist: steerlab's logits-processor
+plugin (:mod:`.plugin`, which vLLM tells about every request joining, leaving or moving in its batch) and
+the worker extension (:mod:`.worker`, which reads the model runner's batch). Both give the same rows.
+
+Layer ``i``'s output ``(hidden_states, residual)`` sums to the residual stream after block ``i``; each edit
+is computed on that sum and added back to ``hidden_states`` as a correction, so ``add``/``ablate``/
+``clamp``/``scale`` mean exactly what they mean in the torch engine. Token positions come from the layer's
+own ``positions`` argument (absolute, across KV-cache steps and prefix-cache hits).
+
+Conditions: at a condition's layer, before that layer's edits, each conditional request's prompt tokens
+in this pass (from the condition's ``skip`` on) are summed into the request's own running sum, across
+prefill chunks; in the pass that computes the prompt's last token the mean is scored and decided by the
+:class:`~steerlab.engine.condition.Condition` itself, and gated edits apply from there on (later layers of
+that pass, and every decode step), exactly where the torch engine applies them when the prompt is
+prefilled in one pass.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from steerlab.backends.vllm.payload import EXTRA_ARG, RequestSteering, decode, steering_key
+from steerlab.backends.vllm.payload import RequestSteering, decode, steering_key
 from steerlab.engine import ops
 from steerlab.errors import SteeringError
 
-#: Decoded steerings kept per worker (most recent first out when full).
+log = logging.getLogger("steerlab.vllm")
+
+#: Decoded steerings kept per worker (oldest out first when full); also bounds the per-request records.
 CACHE_SIZE = 1024
+#: The attribute of a vLLM decoder stack that holds its one steerer (so two installers never steer twice).
+ATTRIBUTE = "_steerlab_steerer"
+
+
+@dataclass
+class LiveRequest:
+    """A steered request in a worker: its steering, prompt length, and its conditions' running state."""
+
+    steering: RequestSteering
+    prompt_len: int
+    sums: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf number -> float32 (W,)
+    counts: dict[int, int] = field(default_factory=dict)
+    leaf_fired: dict[int, torch.Tensor] = field(default_factory=dict)  # id(leaf) -> (1,) bool
+    partial: bool = False  # its prompt was prefilled in several chunks, or started from cached blocks
+
+    def decided(self, index: int) -> bool | None:
+        """Condition ``index``'s decision, or None while a leaf of it is undecided."""
+        cond = self.steering.conditions[index]
+        if any(id(leaf) not in self.leaf_fired for leaf in cond.leaves()):
+            return None
+        return bool(cond.evaluate(self.leaf_fired)[0])
+
+    def fired(self) -> list[bool] | None:
+        """Whether each conditional steering fired (in the user's order); None before the prompt ends."""
+        out = [self.decided(c) for c in self.steering.reports]
+        return None if any(x is None for x in out) else [bool(x) for x in out]
+
+
+#: A source: the steered requests of the batch about to run, as ``(batch index, live request)``.
+Source = Callable[[], list[tuple[int, LiveRequest]]]
 
 
 @dataclass
@@ -37,6 +81,7 @@ class _LayerTerms:
     kind: torch.Tensor  # (J,)
     start: torch.Tensor  # (J,)
     positional: bool
+    gates: tuple[int, ...]  # per steered request: condition index, -1 = ungated
 
 
 @dataclass
@@ -46,7 +91,42 @@ class _Batch:
     index: torch.Tensor  # flat token indices of steered requests
     row: torch.Tensor  # steered-request number of each of those tokens
     prompt_len: torch.Tensor  # prompt length of each of those tokens' request
+    spans: list[tuple[int, int]]  # per steered request: its slice of ``index``
+    live: list[LiveRequest]
     layers: dict[int, list[_LayerTerms]] = field(default_factory=dict)
+    leaves: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # layer -> (row, leaf number)
+
+
+class Decoder:
+    """Decodes (once per distinct string) and checks encoded steerings for a model of ``width``."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._cache: dict[str, RequestSteering] = {}
+
+    def steering_of(self, text: Any) -> RequestSteering:
+        key = steering_key(text) if isinstance(text, str) and text.isascii() else None
+        found = self._cache.get(key) if key is not None else None
+        if found is None:
+            found = decode(text)
+            check_width(found, self.width)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = found
+        return found
+
+    def live(self, text: Any, prompt_len: int, request: str) -> LiveRequest | None:
+        """A new steered request's state; a steering the worker cannot use is logged and left unsteered.
+
+        vLLM gives a worker no way to fail one request of a batch, and raising here would fail every
+        request of the step; steerlab's plugin refuses such payloads at admission (HTTP 400), so this is
+        reached only by requests that bypassed it.
+        """
+        try:
+            return LiveRequest(self.steering_of(text), prompt_len)
+        except SteeringError as exc:
+            log.error("steerlab: request %s runs UNSTEERED: %s", request, exc)
+            return None
 
 
 def find_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -60,33 +140,55 @@ def find_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     raise SteeringError(f"cannot find the decoder layers of {type(model).__name__} (looked for model.layers)")
 
 
-class BatchSteerer:
-    """Hooks for one vLLM model runner; :meth:`install` once per worker, :meth:`remove` to take them off."""
+def steerer_for(model: torch.nn.Module, forward_context: Callable[[], Any]) -> BatchSteerer:
+    """The one steerer of ``model``'s decoder stack, made (hooks installed) on first use.
 
-    def __init__(self, runner: Any, forward_context: Callable[[], Any]) -> None:
-        self.runner = runner
+    It is kept on the decoder layers' ``ModuleList``, which the worker extension (given the runner's model)
+    and the plugin (given the first module of a forward pass, possibly an inner one) both reach: one stack,
+    one steerer, never two sets of hooks.
+    """
+    layers = find_layers(model)
+    steerer = getattr(layers, ATTRIBUTE, None)
+    if steerer is None:
+        steerer = BatchSteerer(model, forward_context)
+        setattr(layers, ATTRIBUTE, steerer)
+    steerer.install()
+    return steerer
+
+
+class BatchSteerer:
+    """Hooks for one vLLM model; :meth:`install` once per worker, :meth:`remove` to take them off.
+
+    ``source`` says which requests of the next batch are steered (see :data:`Source`); until one is set,
+    nothing is steered.
+    """
+
+    def __init__(self, model: torch.nn.Module, forward_context: Callable[[], Any]) -> None:
+        self.model = model
+        self.source: Source | None = None
         self._forward_context = forward_context
         self._handles: list[Any] = []
-        self._cache: dict[str, RequestSteering] = {}
         self._batch: _Batch | None = None
-        # per request id: (its extra_args string, decoded), so a live request is decoded once
-        self._by_request: dict[str, tuple[str, RequestSteering]] = {}
         # the stacked tables of the last batch composition (decode steps usually repeat it)
         self._tables: tuple[tuple[RequestSteering, ...], dict[int, list[_LayerTerms]]] | None = None
-        self.width = 0
+        self.width = int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0)
+        self.decoder = Decoder(self.width)
 
     # ---------------------------------------------------------------- lifecycle
+    @property
+    def installed(self) -> bool:
+        return bool(self._handles)
+
     def install(self) -> int:
+        """Put the hooks on (idempotent); returns how many decoder layers are hooked."""
         if self._handles:
             return len(self._handles) - 1
-        model = self.runner.model
-        layers = find_layers(model)
-        self._handles.append(model.register_forward_pre_hook(self._begin))
+        layers = find_layers(self.model)
+        self._handles.append(self.model.register_forward_pre_hook(self.begin))
         for index, layer in enumerate(layers):
             if not list(layer.parameters()):  # a pipeline-parallel placeholder for another rank's layer
                 continue
             self._handles.append(layer.register_forward_hook(self._layer_hook(index), with_kwargs=True))
-        self.width = int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0)
         return len(self._handles) - 1
 
     def remove(self) -> None:
@@ -97,69 +199,46 @@ class BatchSteerer:
         self._tables = None
 
     # ---------------------------------------------------------------- batch map
-    def steering_of(self, text: str) -> RequestSteering:
-        key = steering_key(text)
-        found = self._cache.get(key)
-        if found is None:
-            found = decode(text)
-            if self.width and found.width != self.width:
-                raise SteeringError(
-                    f"the steering was compiled for width {found.width}; this model's is {self.width}"
-                )
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = found
-        return found
-
-    def _begin(self, module: torch.nn.Module, args: tuple) -> None:
+    def begin(self, module: torch.nn.Module, args: tuple) -> None:
+        """Map this forward pass's steered requests to their tokens (the model's pre-hook)."""
         self._batch = None
-        runner = self.runner
-        req_ids = list(runner.input_batch.req_ids)
-        steered = []
-        for i, req_id in enumerate(req_ids):
-            state = runner.requests.get(req_id) if req_id is not None else None
-            params = getattr(state, "sampling_params", None)
-            extra = getattr(params, "extra_args", None) or {}
-            text = extra.get(EXTRA_ARG)
-            if text:
-                steered.append((i, self._request_steering(req_id, text), state.num_prompt_tokens))
+        steered = self.source() if self.source is not None else []
         if not steered:
             return
         starts = self._query_starts()
-        index, row, plen = [], [], []
-        for j, (i, _steering, prompt_len) in enumerate(steered):
+        index: list[int] = []
+        row: list[int] = []
+        plen: list[int] = []
+        spans = []
+        for j, (i, live) in enumerate(steered):
             lo, hi = starts[i], starts[i + 1]
+            spans.append((len(index), len(index) + hi - lo))
             index.extend(range(lo, hi))
             row.extend([j] * (hi - lo))
-            plen.extend([prompt_len] * (hi - lo))
+            plen.extend([live.prompt_len] * (hi - lo))
         if not index:
             return
         device = next(module.parameters()).device
+        lives = [live for _, live in steered]
         batch = _Batch(
             torch.tensor(index, device=device),
             torch.tensor(row, device=device),
             torch.tensor(plen, device=device),
+            spans,
+            lives,
         )
-        steerings = [s for _, s, _ in steered]
+        steerings = [live.steering for live in lives]
         composition = tuple(steerings)  # held, so identity comparisons below cannot meet a reused id
         last = self._tables[0] if self._tables is not None else ()
         if len(last) != len(composition) or any(a is not b for a, b in zip(last, composition, strict=True)):
             layers = sorted({k for s in steerings for k in s.layers})
             self._tables = (composition, {k: _stack_layer(steerings, k, device) for k in layers})
         batch.layers = self._tables[1]
+        for j, live in enumerate(lives):
+            for n, leaf in enumerate(live.steering.leaves):
+                if id(leaf) not in live.leaf_fired:
+                    batch.leaves.setdefault(leaf.layer, []).append((j, n))
         self._batch = batch
-
-    def _request_steering(self, req_id: str, text: str) -> RequestSteering:
-        """A live request's decoded steering, decoded once (the string object identifies it)."""
-        known = self._by_request.get(req_id)
-        if known is not None and known[0] is text:
-            return known[1]
-        if len(self._by_request) >= CACHE_SIZE:
-            live = self.runner.requests
-            self._by_request = {k: v for k, v in self._by_request.items() if k in live}
-        steering = self.steering_of(text)
-        self._by_request[req_id] = (text, steering)
-        return steering
 
     def _query_starts(self) -> list[int]:
         metadata = self._forward_context().attn_metadata
@@ -176,14 +255,20 @@ class BatchSteerer:
     def _layer_hook(self, layer: int):
         def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             batch = self._batch
-            if batch is None or layer not in batch.layers:
+            if batch is None or (layer not in batch.layers and layer not in batch.leaves):
                 return None
             hidden, residual = output
             positions = kwargs.get("positions", args[0] if args else None)
             idx = batch.index
             before = hidden[idx] if residual is None else hidden[idx] + residual[idx]
-            stream = before
             pos = positions[idx].view(-1, 1) if positions is not None else None
+            if layer in batch.leaves:
+                if pos is None:
+                    raise SteeringError("this vLLM model's layers receive no positions; conditions need them")
+                _read_conditions(batch, batch.leaves[layer], before, pos.view(-1))
+            if layer not in batch.layers:
+                return None
+            stream = before
             for terms in batch.layers[layer]:
                 stream = _apply(terms, stream, batch, pos)
             out = hidden.clone()
@@ -191,6 +276,45 @@ class BatchSteerer:
             return (out, residual)
 
         return hook
+
+
+def check_width(steering: RequestSteering, width: int) -> None:
+    """Refuse a steering compiled for another model width (``width`` 0: unknown, not checked)."""
+    if width and steering.width != width:
+        raise SteeringError(f"the steering was compiled for width {steering.width}; this model's is {width}")
+
+
+def _read_conditions(
+    batch: _Batch, wanted: list[tuple[int, int]], stream: torch.Tensor, pos: torch.Tensor
+) -> None:
+    """Add this pass's prompt tokens to each conditional request's sums; decide at the prompt's end."""
+    for j, n in wanted:
+        live = batch.live[j]
+        leaf = live.steering.leaves[n]
+        lo, hi = batch.spans[j]
+        if hi == lo or id(leaf) in live.leaf_fired:
+            continue
+        p = pos[lo:hi]
+        first, last = int(p[0]), int(p[-1])
+        if first >= live.prompt_len:
+            continue  # a decode step with the prompt never seen (resumed after preemption): undecidable
+        if n not in live.counts:
+            live.partial = live.partial or first > 0
+            live.sums[n] = torch.zeros(stream.shape[-1], dtype=torch.float32, device=stream.device)
+            live.counts[n] = 0
+        elif first > 0:
+            live.partial = True
+        keep = ((p >= leaf.skip) & (p < live.prompt_len)).to(torch.float32).unsqueeze(-1)
+        live.sums[n] += (stream[lo:hi].to(torch.float32) * keep).sum(0)
+        live.counts[n] += int(keep.sum())
+        if last + 1 >= live.prompt_len:
+            mean = live.sums[n] / max(live.counts[n], 1)
+            live.leaf_fired[id(leaf)] = leaf.decide(leaf.scores(mean.unsqueeze(0)))
+            if live.partial:
+                log.warning(
+                    "steerlab: a condition was decided over a prompt prefilled in several chunks or from "
+                    "cached blocks; prompt tokens computed before the decision were not steered"
+                )
 
 
 def _stack_layer(steerings: list[RequestSteering], layer: int, device: torch.device) -> list[_LayerTerms]:
@@ -221,7 +345,8 @@ def _stack_layer(steerings: list[RequestSteering], layer: int, device: torch.dev
         kind = torch.tensor([t.kind if t is not None else 0 for t in slot], device=device)
         start = torch.tensor([t.start if t is not None else 0 for t in slot], device=device)
         positional = any(t is not None and t.kind != 0 for t in slot)
-        out.append(_LayerTerms(delta, u, a, b, kind, start, positional))
+        gates = tuple(t.gate if t is not None else -1 for t in slot)
+        out.append(_LayerTerms(delta, u, a, b, kind, start, positional, gates))
     return out
 
 
@@ -232,10 +357,15 @@ def _apply(terms: _LayerTerms, stream: torch.Tensor, batch: _Batch, pos: torch.T
         u = terms.u.to(stream.dtype)[row]
         a, b = terms.a.to(stream.dtype)[row], terms.b.to(stream.dtype)[row]
         new = ops.set_component(new, u, a, b)
-    if not terms.positional:
-        return new
-    if pos is None:
-        raise SteeringError("this vLLM model's layers receive no positions; position policies need them")
-    kind, start = terms.kind[row], terms.start[row]
-    mask = ops.position_mask(pos, batch.prompt_len, kind, start).view(-1, 1)
-    return torch.where(mask, new, stream)
+    mask = None
+    if terms.positional:
+        if pos is None:
+            raise SteeringError("this vLLM model's layers receive no positions; position policies need them")
+        kind, start = terms.kind[row], terms.start[row]
+        mask = ops.position_mask(pos, batch.prompt_len, kind, start).view(-1, 1)
+    if any(g >= 0 for g in terms.gates):
+        # a gated edit applies once its condition has fired on the request's prompt (undecided: not yet)
+        rows = [g < 0 or bool(live.decided(g)) for g, live in zip(terms.gates, batch.live, strict=True)]
+        gate = torch.tensor(rows, device=stream.device)[row].view(-1, 1)
+        mask = gate if mask is None else mask & gate
+    return new if mask is None else torch.where(mask, new, stream)
