@@ -122,3 +122,54 @@ def test_learned_refuses_data_it_cannot_use(tiny):
         train_vector(tiny, [{"prompt": "q", "positive": "a", "negative": "a"}] * 3, chat=False)
     with pytest.raises(DataError, match="at least 2"):
         train_vector(tiny, PAIRS[:1], chat=False)
+
+
+def test_cached_lower_blocks_give_the_same_training_as_full_forwards(tiny):
+    """Skipping the frozen blocks below the trained layer (their outputs cached) changes no number."""
+    options = dict(
+        layer=1, steps=6, lr=0.05, beta=1.0, pairs_per_step=4, eval_every=2, patience=10, chat=False
+    )
+    fast = train_vector(tiny, PAIRS, cache_states=True, **options)
+    full = train_vector(tiny, PAIRS, cache_states=False, **options)
+    assert fast.diagnostics["cached_states"] and not full.diagnostics["cached_states"]
+    assert fast.diagnostics["train_loss"] == pytest.approx(full.diagnostics["train_loss"], abs=1e-5)
+    assert fast.diagnostics["heldout_loss"] == pytest.approx(full.diagnostics["heldout_loss"], abs=1e-5)
+    torch.testing.assert_close(fast[1], full[1], atol=1e-5, rtol=1e-4)
+    # the model's blocks run normally again afterwards (no forward left replaced)
+    assert all("forward" not in tiny.anatomy.module(i, "resid").__dict__ for i in range(tiny.num_layers))
+
+
+def test_training_stops_once_the_heldout_loss_flattens(tiny):
+    options = dict(
+        layer=1, steps=200, lr=0.05, beta=1.0, pairs_per_step=4, eval_every=2, patience=2, chat=False
+    )
+    flat = train_vector(tiny, PAIRS, min_improvement=0.05, **options)
+    d = flat.diagnostics
+    assert d["stopped_early"] and len(d["train_loss"]) < 200
+    losses = d["heldout_loss"]
+    # the last `patience` scores improved on the best before them by less than min_improvement
+    before = min(losses[:-2])
+    assert all(score > before - 0.05 for score in losses[-2:])
+    with pytest.raises(DataError, match="min_improvement"):
+        train_vector(tiny, PAIRS, min_improvement=-1.0, chat=False)
+
+
+def test_a_cache_that_changes_the_numbers_falls_back_to_full_forwards(tiny, monkeypatch):
+    from steerlab.methods import learned
+
+    real = learned._StartAt.entering
+
+    def corrupted(self, seqs, width):
+        skipping = real(self, seqs, width)
+        skipping.output = skipping.output + 1.0  # as if the lower blocks did more than map hidden states
+        return skipping
+
+    monkeypatch.setattr(learned._StartAt, "entering", corrupted)
+    options = dict(
+        layer=2, steps=4, lr=0.05, beta=1.0, pairs_per_step=4, eval_every=2, patience=10, chat=False
+    )
+    guarded = train_vector(tiny, PAIRS, **options)
+    monkeypatch.undo()
+    full = train_vector(tiny, PAIRS, cache_states=False, **options)
+    assert not guarded.diagnostics["cached_states"]
+    assert guarded.diagnostics["train_loss"] == pytest.approx(full.diagnostics["train_loss"], abs=1e-6)

@@ -445,3 +445,18 @@ def test_cli_dispatch_runs_every_kind_of_method(tiny, tmp_path):
         _run(tiny, harmful, "refusal", **common)
     vec = _run(tiny, harmful, "refusal", **{**common, "harmless": harmless, "layers": "0-1"})
     assert vec.method == "refusal" and vec.provenance["selected_by"] == "validation"
+
+
+def test_iti_records_its_paper_scale_as_the_default_strength(tiny):
+    from steerlab.methods.iti import ITI_ALPHA
+
+    vec = extract_iti(tiny, PAIRS, top_k=3, chat=False)
+    assert vec.defaults == {"op": "add", "unit": "raw", "strength": ITI_ALPHA, "layers": vec.layers}
+    assert ITI_ALPHA == 15.0
+    # the defaults apply alpha * sigma * theta: the same as asking for the paper's alpha in raw units
+    with tiny.steer(vec, strength=ITI_ALPHA, unit="raw"):
+        explicit = tiny.logits("A plain sentence")
+    with tiny.steer(vec):
+        default = tiny.logits("A plain sentence")
+    torch.testing.assert_close(default, explicit)
+    assert not torch.allclose(default, tiny.logits("A plain sentence"))

@@ -28,7 +28,10 @@ DataOpt = Annotated[
     typer.Option("--data", "-d", help="Task data: file or folder (persona defaults to the demo pairs)."),
 ]
 BudgetOpt = Annotated[
-    str, typer.Option(help="smoke | small | default: how many examples and tokens to spend.")
+    str,
+    typer.Option(
+        help="smoke | small | standard (32 evaluation items per task) | default: data and tokens to spend."
+    ),
 ]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="in-process (default) or ray.")]
 RayOpt = Annotated[

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from steerlab.engine.spec import Steering, parse_layers
-from steerlab.errors import SteerlabError
 from steerlab.evaluate import measure, metrics
 from steerlab.evaluate.adaptations import baseline, steering
 from steerlab.interop.atomic import atomic_write
@@ -69,6 +68,8 @@ class SweepSpec:
     neutral: list[str] = field(default_factory=list)
     fluency_prompts: list[str] = field(default_factory=list)
     reference_logits: torch.Tensor | None = None
+    #: steer a row only when this condition fires on its prompt (to calibrate a gated steering as it runs)
+    condition: Any = None
 
 
 @dataclass
@@ -80,7 +81,14 @@ class CellJob:
 
 
 def adaptation_for(spec: SweepSpec, cell: Cell) -> Any:
-    s = Steering(spec.vector, strength=cell.strength, op=spec.op, layers=cell.layers, unit=spec.unit)
+    s = Steering(
+        spec.vector,
+        strength=cell.strength,
+        op=spec.op,
+        layers=cell.layers,
+        unit=spec.unit,
+        condition=spec.condition,
+    )
     return steering(f"{spec.vector.method}@{cell.key}", [s], layers=list(cell.layers), strength=cell.strength)
 
 
@@ -247,36 +255,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = ("effect", "k
 
 
 def heatmap(rows: Sequence[dict[str, Any]], metric: str, path: str | Path, title: str = "") -> Path:
-    """Layers (rows) × strengths (columns) heatmap of ``metric``; missing cells are blank."""
-    import matplotlib
+    """Layers (rows) × strengths (columns) heatmap of ``metric``, coloured relative to the unadapted
+    model, with intervals where measured; missing cells are blank (drawn by the report's plots)."""
+    from steerlab.evaluate.report.plots import save_sweep_heatmap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cells = [r for r in rows if r.get("key") != "baseline"]
-    layer_labels = list(dict.fromkeys(r["layer_label"] for r in cells))
-    strengths = sorted({r["strength"] for r in cells})
-    if not layer_labels or not strengths:
-        raise SteerlabError("heatmap: no sweep cells to plot")
-    grid_values = np.full((len(layer_labels), len(strengths)), np.nan)
-    for r in cells:
-        value = r.get(metric)
-        if isinstance(value, int | float):
-            grid_values[layer_labels.index(r["layer_label"]), strengths.index(r["strength"])] = value
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(strengths), 1.2 + 0.45 * len(layer_labels)))
-    image = ax.imshow(grid_values, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
-    ax.set_yticks(range(len(layer_labels)), layer_labels)
-    ax.set_xlabel("strength")
-    ax.set_ylabel("layers")
-    for (i, j), value in np.ndenumerate(grid_values):
-        if not np.isnan(value):
-            ax.text(j, i, f"{value:.2g}", ha="center", va="center", color="w", fontsize=7)
-    fig.colorbar(image, ax=ax, label=metric)
-    ax.set_title(title or metric)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_sweep_heatmap(rows, metric, path, title)

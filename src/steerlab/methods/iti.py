@@ -5,9 +5,11 @@ Per-head activations are read at the input of each block's attention output proj
 probe; the ``top_k`` heads with the best held-out accuracy over all layers are kept. Each kept head's
 direction is its mass-mean shift ``mean(pos) - mean(neg)``, made unit length and scaled by ``sigma``, the
 standard deviation of that head's activations along it, so ``unit="raw", strength=alpha`` reproduces
-ITI's ``alpha * sigma * theta`` (the paper used alpha around 15). Heads not kept are zero, and layers
-with no kept head are left out of the vector. With ``unit="norm"`` the engine instead scales each
-layer's (multi-head) direction to ``strength`` times the typical norm of the head site there.
+ITI's ``alpha * sigma * theta``. The vector records that as its default (:data:`ITI_ALPHA`, the paper's
+alpha of 15, raw unit, added at every token of every layer with a kept head), so ``lm.steer(vector)``
+applies ITI in the paper's own scale. Heads not kept are zero, and layers with no kept head are left out
+of the vector. With ``unit="norm"`` the engine instead scales each layer's (multi-head) direction to
+``strength`` times the typical norm of the head site there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from steerlab.methods.probe import fit_logistic, heldout_split, score_logistic
 if TYPE_CHECKING:
     from steerlab.models.handle import ModelHandle
     from steerlab.vector import SteeringVector
+
+#: ITI's intervention strength in the paper's scale (Li et al. 2023 chose alpha = 15 for LLaMA-7B): each
+#: kept head moves ``alpha`` standard deviations of its activations along its direction.
+ITI_ALPHA = 15.0
 
 
 def head_scores(
@@ -161,8 +167,13 @@ def extract_iti(
         method="iti",
         data_hash=texts_hash(positive, negative),
         norms={k: v for k, v in norms.items() if v > 0},
-        notes=notes or "ITI: apply with unit='raw', strength=alpha (paper: ~15), or unit='norm'",
-        defaults={"unit": "raw"},
+        notes=notes
+        or (
+            f"ITI: defaults add alpha={ITI_ALPHA:g} activation standard deviations along each kept head's "
+            "direction (unit 'raw'; the paper's scale); pass another strength for another alpha. The paper's "
+            "alpha is strong for small models (fluency can suffer): calibrate it within a KL budget"
+        ),
+        defaults={"op": "add", "unit": "raw", "strength": ITI_ALPHA, "layers": sorted(directions)},
         provenance={
             "pairs": len(positive),
             "position": str(position),

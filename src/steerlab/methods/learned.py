@@ -18,7 +18,8 @@ exactly the intervention that steering applies later.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,15 +78,117 @@ def completion_logprobs(
     lm: LM, prompts: Sequence[list[int]], completions: Sequence[list[int]]
 ) -> torch.Tensor:
     """Sum of log p(completion tokens | prompt) per row, in one right-padded forward (keeps autograd)."""
+    return _logprobs(lm, prompts, completions)
+
+
+def _logprobs(
+    lm: LM,
+    prompts: Sequence[list[int]],
+    completions: Sequence[list[int]],
+    start: _StartAt | None = None,
+) -> torch.Tensor:
+    """:func:`completion_logprobs`, optionally from cached block states (``start``) and computing the
+    vocabulary projection only from the first completion position on (where the model allows it)."""
     seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
     batch = right_pad(seqs, lm.pad_token_id, lm.device)
-    logits = lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
+    width = batch.ids.shape[1]
+    first = min(len(p) for p in prompts) - 1  # the earliest position whose logits score a completion token
+    options: dict[str, Any] = {}
+    if _takes_logits_to_keep(lm.model):
+        options["logits_to_keep"] = width - first
+    else:
+        first = 0
+    if start is None:
+        logits = lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False, **options).logits
+    else:
+        with start.entering(seqs, width):
+            logits = lm.model(
+                input_ids=batch.ids, attention_mask=batch.mask, use_cache=False, **options
+            ).logits
     totals = []
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-        rows = logits[i, len(p) - 1 : len(p) + len(c) - 1].float()
+        rows = logits[i, len(p) - 1 - first : len(p) + len(c) - 1 - first].float()
         target = torch.tensor(c, device=rows.device)
         totals.append(F.log_softmax(rows, -1).gather(1, target[:, None]).sum())
     return torch.stack(totals)
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _StartAt:
+    """Run the frozen model from block ``layer`` on: the blocks below pass their input through and block
+    ``layer`` returns its cached unsteered output, to which the steering hook then adds the vector.
+
+    The model is frozen and the vector enters after block ``layer``, so everything up to that block's
+    output is the same at every step: computing it once per sequence and skipping it afterwards changes
+    no number, only the time. ``states`` maps a token sequence (as a tuple) to its ``(len, width)`` output.
+    """
+
+    def __init__(self, lm: LM, layer: int) -> None:
+        self.blocks = [lm.anatomy.module(i, "resid") for i in range(layer + 1)]
+        self.states: dict[tuple[int, ...], torch.Tensor] = {}
+        self.as_tuple = False
+
+    @contextmanager
+    def recording(self, seqs: Sequence[list[int]]) -> Iterator[None]:
+        """Cache block ``layer``'s output for ``seqs`` during the (unsteered) forward run inside."""
+        seen: list[torch.Tensor] = []
+
+        def grab(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self.as_tuple = not isinstance(output, torch.Tensor)
+            seen.append((output if isinstance(output, torch.Tensor) else output[0]).detach())
+
+        handle = self.blocks[-1].register_forward_hook(grab)
+        try:
+            yield
+        finally:
+            handle.remove()
+        if len(seen) != 1 or seen[0].shape[0] != len(seqs):
+            raise RuntimeError("expected exactly one forward pass over the recorded sequences")
+        for i, s in enumerate(seqs):
+            self.states[tuple(s)] = seen[0][i, : len(s)].clone()
+
+    def entering(self, seqs: Sequence[list[int]], width: int) -> _Skipping:
+        rows = [self.states[tuple(s)] for s in seqs]
+        padded = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+        for i, r in enumerate(rows):
+            padded[i, : len(r)] = r  # pad positions are never attended to by real ones (causal, right-padded)
+        return _Skipping(self.blocks, padded, self.as_tuple)
+
+
+class _Skipping:
+    """Temporarily replace the ``forward`` of the blocks up to the cached one (restored on exit)."""
+
+    def __init__(self, blocks: list[torch.nn.Module], output: torch.Tensor, as_tuple: bool) -> None:
+        self.blocks, self.output, self.as_tuple = blocks, output, as_tuple
+        self.saved: list[Any] = []
+
+    def __enter__(self) -> None:
+        def passthrough(*args: Any, **kwargs: Any) -> Any:
+            h = args[0] if args else kwargs["hidden_states"]
+            return (h,) if self.as_tuple else h
+
+        def cached(*args: Any, **kwargs: Any) -> Any:
+            return (self.output,) if self.as_tuple else self.output
+
+        self.saved = [block.__dict__.get("forward") for block in self.blocks]
+        for block in self.blocks[:-1]:
+            block.forward = passthrough
+        self.blocks[-1].forward = cached
+
+    def __exit__(self, *exc: object) -> None:
+        for block, old in zip(self.blocks, self.saved, strict=True):
+            if old is None:
+                del block.forward
+            else:
+                block.forward = old
 
 
 def bipo_loss(
@@ -118,19 +221,27 @@ class _Frozen:
             p.requires_grad_(flag)
 
 
+def _sides(batch: Sequence[Example]) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompts and completions of a batch: every positive completion, then every negative one."""
+    return [e.prompt for e in batch] * 2, [e.positive for e in batch] + [e.negative for e in batch]
+
+
 def _scores(
-    lm: LM, batch: Sequence[Example], delta: torch.Tensor | None, layer: int
+    lm: LM,
+    batch: Sequence[Example],
+    delta: torch.Tensor | None,
+    layer: int,
+    start: _StartAt | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion log-probs of both sides with ``delta`` added at ``layer`` (None: unsteered)."""
     from steerlab.engine import SteeringContext, additive_plan
 
-    prompts = [e.prompt for e in batch] * 2
-    completions = [e.positive for e in batch] + [e.negative for e in batch]
+    prompts, completions = _sides(batch)
     if delta is None:
-        both = completion_logprobs(lm, prompts, completions)
+        both = _logprobs(lm, prompts, completions, start)
     else:
         with SteeringContext(lm, additive_plan({layer: delta.to(lm.device, lm.dtype)}, "resid")):
-            both = completion_logprobs(lm, prompts, completions)
+            both = _logprobs(lm, prompts, completions, start)
     return both[: len(batch)], both[len(batch) :]
 
 
@@ -142,15 +253,16 @@ def _evaluate(
     layer: int,
     beta: float,
     batch_size: int,
+    start: _StartAt | None = None,
 ) -> tuple[float, float]:
     """Held-out loss (mean over both signs) and the fraction of pairs whose margin +v makes positive."""
     losses, wins = [], []
     with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            rp, rn = ref[0][start : start + batch_size], ref[1][start : start + batch_size]
+        for first in range(0, len(examples), batch_size):
+            chunk = examples[first : first + batch_size]
+            rp, rn = ref[0][first : first + batch_size], ref[1][first : first + batch_size]
             for sign in (1.0, -1.0):
-                lp, ln = _scores(lm, chunk, sign * v, layer)
+                lp, ln = _scores(lm, chunk, sign * v, layer, start)
                 losses.append(bipo_loss(lp, ln, rp, rn, sign, beta) * len(chunk))
                 if sign > 0:
                     wins.append(((lp - rp) - (ln - rn) > 0).float().sum())
@@ -171,33 +283,47 @@ def train_vector(
     heldout: float = 0.2,
     eval_every: int = 10,
     patience: int = 3,
+    min_improvement: float = 0.0,
+    cache_states: bool = True,
     chat: bool = True,
     seed: int = 0,
     notes: str = "",
 ) -> SteeringVector:
-    """Optimise a steering vector at ``layer`` (default: 40% of the depth) on preference pairs."""
+    """Optimise a steering vector at ``layer`` (default: 40% of the depth) on preference pairs.
+
+    ``min_improvement``: a held-out score must beat the best by more than this to count as progress, so
+    training stops once the held-out loss has flattened, not only once it rises. ``cache_states``
+    computes the frozen model up to ``layer`` once per sequence instead of at every step (same numbers,
+    a fraction of the time; ``False`` runs every forward in full, for checking).
+    """
     from steerlab.data import split
     from steerlab.vector import SteeringVector
 
     layer = int(lm.num_layers * 0.4) if layer is None else lm.anatomy.check_layer(layer)
     if steps < 1 or pairs_per_step < 1 or eval_every < 1 or patience < 1:
         raise DataError("steps, pairs_per_step, eval_every and patience must all be at least 1")
+    if not min_improvement >= 0:
+        raise DataError(f"min_improvement must be a non-negative number, got {min_improvement}")
     batch_size = pairs_per_step
     examples = preference_examples(lm, data, chat=chat)
     train, held = split(examples, heldout, seed)
+    start = _StartAt(lm, layer) if cache_states else None
     with torch.no_grad():
-        ref_train = _batched_ref(lm, train, batch_size, layer)
-        ref_held = _batched_ref(lm, held, batch_size, layer)
+        ref_train = _batched_ref(lm, train, batch_size, layer, start)
+        ref_held = _batched_ref(lm, held, batch_size, layer, start)
     generator = torch.Generator().manual_seed(seed)
     v = torch.zeros(lm.hidden_size, requires_grad=True)
     optimiser = torch.optim.Adam([v], lr=lr)
-    best = (float("inf"), v.detach().clone(), 0, 0.0)
     train_curve: list[float] = []
     held_curve: list[tuple[int, float]] = []
     since_best = 0
     stopped_early = False
     with _Frozen(lm.model):
-        first, acc0 = _evaluate(lm, held, ref_held, v.detach(), layer, beta, batch_size)
+        if start is not None and not _reproduces(lm, held, ref_held, layer, batch_size, start):
+            # skipping the lower blocks changed the numbers (an architecture whose blocks do more than
+            # map hidden states to hidden states): run every forward in full instead
+            start = None
+        first, acc0 = _evaluate(lm, held, ref_held, v.detach(), layer, beta, batch_size, start)
         held_curve.append((0, first))
         best = (first, v.detach().clone(), 0, acc0)
         for step in range(1, steps + 1):
@@ -205,18 +331,20 @@ def train_vector(
             batch = [train[i] for i in pick]
             sign = 1.0 if step % 2 else -1.0
             with torch.enable_grad():
-                lp, ln = _scores(lm, batch, sign * v, layer)
+                lp, ln = _scores(lm, batch, sign * v, layer, start)
                 loss = bipo_loss(lp, ln, ref_train[0][pick], ref_train[1][pick], sign, beta)
                 optimiser.zero_grad()
                 loss.backward()
             optimiser.step()
             train_curve.append(float(loss.detach()))
             if step % eval_every == 0 or step == steps:
-                score, accuracy = _evaluate(lm, held, ref_held, v.detach(), layer, beta, batch_size)
+                score, accuracy = _evaluate(lm, held, ref_held, v.detach(), layer, beta, batch_size, start)
                 held_curve.append((step, score))
-                if score < best[0]:
+                if score < best[0] - min_improvement:
                     best, since_best = (score, v.detach().clone(), step, accuracy), 0
                 else:
+                    if score < best[0]:
+                        best = (score, v.detach().clone(), step, accuracy)
                     since_best += 1
                     if since_best >= patience:
                         stopped_early = step < steps
@@ -232,6 +360,7 @@ def train_vector(
         "heldout_steps": [s for s, _ in held_curve],
         "best_step": best_step,
         "stopped_early": stopped_early,
+        "cached_states": start is not None,
         str(layer): {
             "norm": norm,
             "heldout_loss": loss_best,
@@ -257,6 +386,7 @@ def train_vector(
             "heldout": len(held),
             "beta": beta,
             "lr": lr,
+            "pairs_per_step": pairs_per_step,
             "steps_run": len(train_curve),
             "chat": chat,
         },
@@ -264,12 +394,37 @@ def train_vector(
     )
 
 
+def _reproduces(
+    lm: LM,
+    examples: list[Example],
+    ref: tuple[torch.Tensor, torch.Tensor],
+    layer: int,
+    batch_size: int,
+    start: _StartAt,
+) -> bool:
+    """Whether the cached-start forward gives the full forward's log-probs (one unsteered batch)."""
+    chunk = examples[:batch_size]
+    with torch.no_grad():
+        lp, ln = _scores(lm, chunk, None, layer, start)
+    error = max(
+        float((lp - ref[0][: len(chunk)]).abs().max()), float((ln - ref[1][: len(chunk)]).abs().max())
+    )
+    return error < 1e-3
+
+
 def _batched_ref(
-    lm: LM, examples: list[Example], batch_size: int, layer: int
+    lm: LM, examples: list[Example], batch_size: int, layer: int, start: _StartAt | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unsteered completion log-probs (they never change); the same forwards fill ``start``'s cache."""
     pos, neg = [], []
-    for start in range(0, len(examples), batch_size):
-        p, n = _scores(lm, examples[start : start + batch_size], None, layer)
+    for first in range(0, len(examples), batch_size):
+        chunk = examples[first : first + batch_size]
+        if start is None:
+            p, n = _scores(lm, chunk, None, layer)
+        else:
+            prompts, completions = _sides(chunk)
+            with start.recording([a + b for a, b in zip(prompts, completions, strict=True)]):
+                p, n = _scores(lm, chunk, None, layer)
         pos.append(p)
         neg.append(n)
     return torch.cat(pos), torch.cat(neg)

@@ -26,7 +26,7 @@ def save_artifact(adaptation: Adaptation, folder: str | None) -> str | None:
             "strength": adaptation.settings["strength"],
             "layers": adaptation.settings["layers"],
             "op": "add",
-            "unit": "norm",
+            "unit": adaptation.settings.get("unit", "norm"),
         }
         vector.save(out)
         return str(out)
@@ -66,4 +66,6 @@ def load_artifact(path: str, method: str) -> Adaptation:
     s = Steering(
         vector, strength=d["strength"], layers=d["layers"], op=d.get("op", "add"), unit=d.get("unit", "norm")
     )
-    return adaptations.steering(method, [s], layers=d["layers"], strength=d["strength"])
+    return adaptations.steering(
+        method, [s], layers=d["layers"], strength=d["strength"], unit=d.get("unit", "norm")
+    )

@@ -52,10 +52,12 @@ def build(
     setting: dict[str, Any] | None = None,
     progress: Progress | None = None,
     seed: int | None = None,
+    base: str | None = None,
 ) -> tuple[Adaptation, BuildInfo]:
     """Build one adaptation on ``task``'s training pool; ``setting`` reuses a calibrated steering choice.
 
-    ``seed`` (default: the budget's) seeds LoRA's initialisation and batch order.
+    ``seed`` (default: the budget's) seeds LoRA's initialisation and batch order. ``base`` is the
+    steering method the conditional method gates (default :data:`CONDITIONAL_BASE`).
     """
     seed = config.budget.seed if seed is None else seed
     training = calibration = None
@@ -68,13 +70,17 @@ def build(
         elif method == "lora":
             adaptation, training = _lora(lm, task, config, seed)
         elif method == CONDITIONAL_METHOD:
-            adaptation, calibration = _conditional(lm, task, config, setting, progress)
+            adaptation, calibration = _conditional(lm, task, config, setting, progress, base)
         elif method in steering_methods():
             vector = _steering_vector(lm, task, method, config)
             if setting is None:
                 setting, calibration = calibrate_vector(lm, task, vector, config, progress)
             s = Steering(
-                vector, strength=setting["strength"], layers=setting["layers"], op="add", unit="norm"
+                vector,
+                strength=setting["strength"],
+                layers=setting["layers"],
+                op="add",
+                unit=setting.get("unit", "norm"),
             )
             adaptation = adaptations.steering(method, [s], **setting)
             adaptation.settings["vector"] = vector
@@ -88,13 +94,21 @@ def build(
 
 
 def _conditional(
-    lm: LM, task: Task, config: ArenaConfig, setting: dict[str, Any] | None, progress: Progress | None
+    lm: LM,
+    task: Task,
+    config: ArenaConfig,
+    setting: dict[str, Any] | None,
+    progress: Progress | None,
+    base: str | None = None,
 ) -> tuple[Adaptation, dict[str, Any] | None]:
-    """The :data:`CONDITIONAL_BASE` vector at its own calibrated setting, gated by the task's condition.
+    """The task's best steering vector (``base``, default :data:`CONDITIONAL_BASE`), gated by the task's
+    condition and calibrated with the gate on.
 
-    Same vector, layers and strength as the unconditional method, so the comparison isolates what gating
-    changes. The condition is found on the task's contrast pairs (safety: harmful vs harmless training
-    instructions) at layers no later than the first steered one.
+    The condition is found first, on the task's contrast pairs (safety: harmful vs harmless training
+    instructions), at layers no later than the first layer any calibration cell steers; the strength is
+    then chosen by a calibration run in which every cell applies the gate, so the KL budget is spent on
+    the prompts the gate lets through (ungated, the strength would be held back by harmless prompts the
+    gate never steers).
     """
     if task.kind != "safety":
         raise SteerlabError(
@@ -102,11 +116,12 @@ def _conditional(
         )
     from steerlab.methods.condition import find_condition
 
-    vector = _steering_vector(lm, task, CONDITIONAL_BASE, config)
-    calibration = None
-    if setting is None:
-        setting, calibration = calibrate_vector(lm, task, vector, config, progress)
-    first = min(setting["layers"])
+    base = base or CONDITIONAL_BASE
+    if base == CONDITIONAL_METHOD:
+        raise SteerlabError("the conditional method cannot gate itself")
+    vector = _steering_vector(lm, task, base, config)
+    cells, _ = calibration_grid(lm, vector, config)
+    first = min(min(c.layers) for c in cells) if setting is None else min(setting["layers"])
     condition = find_condition(
         lm,
         [p.positive for p in task.pairs],
@@ -115,16 +130,23 @@ def _conditional(
         seed=config.budget.seed,
         name=f"{task.name}-condition",
     )
+    calibration = None
+    if setting is None:
+        setting, calibration = calibrate_vector(
+            lm, task, vector, config, progress, condition=condition, label=CONDITIONAL_METHOD
+        )
+        calibration["gated"] = True
     s = Steering(
         vector,
         strength=setting["strength"],
         layers=setting["layers"],
         op="add",
-        unit="norm",
+        unit=setting.get("unit", "norm"),
         condition=condition,
     )
     adaptation = adaptations.steering(CONDITIONAL_METHOD, [s], **setting)
     adaptation.settings["vector"] = vector
+    adaptation.settings["base"] = base
     adaptation.settings["condition"] = condition.describe()
     adaptation.settings["condition_held_out_f1"] = condition.diagnostics["held_out_f1"]
     return adaptation, calibration
@@ -148,6 +170,7 @@ def _lora(lm: LM, task: Task, config: ArenaConfig, seed: int) -> tuple[Adaptatio
 
 
 def _steering_vector(lm: LM, task: Task, method: str, config: ArenaConfig) -> Any:
+    position = task.extract_options.get("position", "last")
     if method == "learned":
         from steerlab.methods.learned import train_vector
 
@@ -155,37 +178,90 @@ def _steering_vector(lm: LM, task: Task, method: str, config: ArenaConfig) -> An
             raise SteerlabError(
                 f"the learned method needs prompt + positive/negative completion pairs; task '{task.name}' has none"
             )
-        return train_vector(lm, task.preference_pairs, steps=config.learned_steps, seed=config.budget.seed)
+        return train_vector(lm, task.preference_pairs, seed=config.budget.seed, **config.learned_options())
+    if method == "iti":
+        from steerlab.methods.iti import extract_iti
+
+        return extract_iti(lm, task.pairs, position=position, seed=config.budget.seed)
+    if method == "refusal":
+        if task.kind != "safety":
+            raise SteerlabError(
+                f"the refusal method needs harmful vs harmless instructions (a safety task); '{task.name}' is {task.kind}"
+            )
+        from steerlab.methods.refusal import extract_refusal
+
+        # select=False: the candidate with the best separation (d'), no generation; cheap enough for the arena
+        return extract_refusal(
+            lm,
+            [p.positive for p in task.pairs],
+            [p.negative for p in task.pairs],
+            select=False,
+            seed=config.budget.seed,
+        )
     from steerlab.extract import extract
 
-    return extract(lm, task.pairs, method=method, position=task.extract_options.get("position", "last"))
+    # the pair methods read the same activations of the same pairs: read them once per comparison
+    cache = Path(config.state_dir) / "activations" if config.state_dir else None
+    return extract(lm, task.pairs, method=method, position=position, cache=cache)
 
 
-def _cells_for(vector: Any, config: ArenaConfig) -> list[Cell] | None:
-    """Calibration grid: the configured one, or for a learned single-layer vector its own layer at
-    fractions and multiples of the strength it was trained at."""
-    if vector.method == "learned" and vector.defaults.get("strength"):
-        from steerlab.evaluate.sweep import grid
+#: Multiples of a vector's own recorded strength tried by calibration (the ladder stops at the KL budget).
+OWN_SCALE_FACTORS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
-        base = float(vector.defaults["strength"])
-        # downwards too: a vector trained to move the positive completions can overshoot the KL budget
-        return grid([vector.layers], [round(base * f, 4) for f in (0.1, 0.25, 0.5, 1.0, 1.5)])
-    return config.cells
+
+def own_scale(vector: Any) -> float | None:
+    """The raw-unit strength a vector records as its natural scale, or None (then the norm-unit grid).
+
+    ``learned`` records strength 1 (exactly the trained delta), ``iti`` its paper's alpha (heads already
+    scaled by their activation spread), ``refusal`` the coefficient of addition it was selected with (its
+    recorded defaults are ablation, which does not induce refusals on a model that rarely refuses).
+    """
+    if vector.method == "refusal":
+        return float(vector.provenance.get("add_strength", 1.0))
+    d = vector.defaults
+    if d.get("unit") == "raw" and d.get("strength") and d.get("op", "add") == "add":
+        return float(d["strength"])
+    return None
+
+
+def calibration_grid(lm: LM, vector: Any, config: ArenaConfig) -> tuple[list[Cell], str]:
+    """Cells and unit to calibrate ``vector`` with: for a vector with its own scale (:func:`own_scale`),
+    its own layers at fractions and multiples of that scale (raw unit); otherwise the configured grid,
+    or the default one, in norm units."""
+    from steerlab.evaluate.calibrate import default_cells
+    from steerlab.evaluate.sweep import grid
+
+    base = own_scale(vector)
+    if base is not None:
+        return grid([vector.layers], [round(base * f, 4) for f in OWN_SCALE_FACTORS]), "raw"
+    return list(config.cells or default_cells(lm.num_layers)), "norm"
 
 
 def calibrate_vector(
-    lm: LM, task: Task, vector: Any, config: ArenaConfig, progress: Progress | None
+    lm: LM,
+    task: Task,
+    vector: Any,
+    config: ArenaConfig,
+    progress: Progress | None,
+    *,
+    condition: Any = None,
+    label: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The chosen setting (layers, strength, within_budget) and the calibration record for the report.
+    """The chosen setting (layers, strength, unit, within_budget) and the calibration record for the report.
 
     With no cell inside the KL/fluency budget the lowest-KL cell is used, and the record says so.
+    ``condition`` gates every calibration cell (the conditional method); ``label`` names the resume state.
     """
     from steerlab.data import neutral_prompts
     from steerlab.evaluate.calibrate import calibrate
 
+    cells, unit = calibration_grid(lm, vector, config)
+    label = label or vector.method
     spec = SweepSpec(
         vector,
         task,
+        unit=unit,
+        condition=condition,
         split="calib",
         max_new_tokens=config.calib_tokens,
         # calibration ranks cells against the KL budget; a third of the prompts estimates that well enough
@@ -194,15 +270,15 @@ def calibrate_vector(
         if config.neutral_reference is None
         else config.neutral_reference[: config.calib_neutral],
     )
-    state = Path(config.state_dir) / f"calibration-{vector.method}.json" if config.state_dir else None
+    state = Path(config.state_dir) / f"calibration-{label}.json" if config.state_dir else None
     result = calibrate(
         lm,
         spec,
-        _cells_for(vector, config),
+        cells,
         max_kl=config.max_kl,
         max_ppl_ratio=config.max_ppl_ratio,
         state=state,
-        progress=(lambda m: progress(f"calibrate {vector.method}: {m}")) if progress else None,
+        progress=(lambda m: progress(f"calibrate {label}: {m}")) if progress else None,
     )
     record = result.as_dict()
     if result.choice is not None:
@@ -216,6 +292,7 @@ def calibrate_vector(
     setting = {
         "layers": list(choice["layers"]),
         "strength": float(choice["strength"]),
+        "unit": unit,
         "within_budget": within,
     }
     return setting, record

@@ -21,6 +21,8 @@ from steerlab.evaluate import adaptations, measure
 from steerlab.evaluate.arena import store
 from steerlab.evaluate.arena.build import Progress
 from steerlab.evaluate.arena.config import (
+    CONDITIONAL_BASE,
+    CONDITIONAL_METHOD,
     ArenaConfig,
     available_methods,
     check_methods,
@@ -136,8 +138,16 @@ def compare(
     if config.neutral_reference is None:
         config.neutral_reference = measure.next_token_logits(lm, adaptations.baseline(), config.neutral)
     run = not report_only
-    main_jobs = [(m, MethodJob(task, m, config, str(artifacts))) for m in methods]
+    # the conditional method gates the best of the other steering methods, so it runs once they are done
+    first = [m for m in methods if m != CONDITIONAL_METHOD]
+    main_jobs = [(m, MethodJob(task, m, config, str(artifacts))) for m in first]
     main = store.run_stage(executor, run_method, main_jobs, runs, say, "main", MethodResult.from_json, run)
+    if CONDITIONAL_METHOD in methods:
+        base = conditional_base(main, task)
+        job = MethodJob(task, CONDITIONAL_METHOD, config, str(artifacts), base=base)
+        main |= store.run_stage(
+            executor, run_method, [(CONDITIONAL_METHOD, job)], runs, say, "main", MethodResult.from_json, run
+        )
     for name in [m for m, r in main.items() if r.skipped is not None]:
         missing[name] = f"skipped: {main.pop(name).skipped}"
         say(f"method {name} {missing[name]}")
@@ -145,9 +155,20 @@ def compare(
         raise SteerlabError(f"{out}: no finished baseline run to report on")
 
     eff_jobs = _efficiency_jobs(task, config, main)
+    reused = {key: r for key, job in eff_jobs if (r := _efficiency_from_main(task, config, main, job))}
     efficiency = store.run_stage(
-        executor, run_efficiency, eff_jobs, runs, say, "data-efficiency", EfficiencyResult.from_json, run
+        executor,
+        run_efficiency,
+        [(key, job) for key, job in eff_jobs if key not in reused],
+        runs,
+        say,
+        "data-efficiency",
+        EfficiencyResult.from_json,
+        run,
     )
+    efficiency = {
+        key: reused.get(key) or efficiency[key] for key, _ in eff_jobs if key in reused or key in efficiency
+    }
     compose: dict[str, ComposeResult] = {}
     single = None
     if config.compose:
@@ -189,7 +210,9 @@ def _efficiency_jobs(
             continue
         setting = None
         if main[m].family == "steering":
-            setting = {k: main[m].settings[k] for k in ("layers", "strength")}
+            setting = {
+                k: main[m].settings[k] for k in ("layers", "strength", "unit") if k in main[m].settings
+            }
         for n in config.data_sizes:
             if n > task.train_size:
                 continue
@@ -201,6 +224,37 @@ def _efficiency_jobs(
                     (f"efficiency-{m}-n{n}-s{seed}", EfficiencyJob(task, m, n, seed, config, setting))
                 )
     return jobs
+
+
+def _efficiency_from_main(
+    task: Task, config: ArenaConfig, main: dict[str, MethodResult], job: EfficiencyJob
+) -> EfficiencyResult | None:
+    """A data-efficiency point that the main stage already measured, read off its results (no rerun).
+
+    At the full training pool with the budget's seed, a steering method (same pairs, same calibrated
+    setting) and LoRA (same examples in the same order, same seed) build exactly what the main stage
+    built; their effect on the efficiency slice is the main stage's per-example effect on those items.
+    Prompting is not reused: its efficiency points vary the shots, the main stage does not.
+    """
+    result = main.get(job.method)
+    if (
+        result is None
+        or result.family not in ("steering", "lora")
+        or job.n < task.train_size
+        or job.seed != config.budget.seed
+        or not result.eval_per_example
+    ):
+        return None
+    values = [result.eval_per_example[i] for i in task.split_indices("eval", config.efficiency_limit)]
+    return EfficiencyResult(
+        method=job.method,
+        n=job.n,
+        seed=job.seed,
+        effect=float(np.mean(values)),
+        per_example=values,
+        build_seconds=float((result.cost or {}).get("seconds", 0.0)),
+        shots_capped=False,
+    )
 
 
 def _compose_jobs(
@@ -216,8 +270,45 @@ def _compose_jobs(
     return jobs
 
 
+def conditional_base(main: dict[str, MethodResult], task: Task) -> str:
+    """The finished steering method the conditional method gates: on a labelled task (safety) the one whose
+    calibrated setting refused most harmful calibration prompts (gating keeps those and spares the
+    harmless ones); otherwise the largest calibrated effect. Scored on the calibration split, never on the
+    evaluation split; ties and an empty field go to :data:`CONDITIONAL_BASE`."""
+    labels = task.split("calib")[1]
+    scores: dict[str, float] = {}
+    for name, result in main.items():
+        if result.family != "steering" or name == CONDITIONAL_METHOD or not result.calibration:
+            continue
+        row = _chosen_row(result.calibration)
+        if row is None:
+            continue
+        values = row.get("per_example") or []
+        harmful = [v for v, label in zip(values, labels, strict=False) if label == 1]
+        if labels and harmful:
+            scores[name] = float(np.mean(harmful))
+        elif isinstance(row.get("effect"), float):
+            scores[name] = row["effect"]
+    if not scores:
+        return CONDITIONAL_BASE
+    top = max(scores.values())
+    tied = [m for m, v in scores.items() if v >= top - 1e-9]
+    return CONDITIONAL_BASE if CONDITIONAL_BASE in tied else tied[0]
+
+
+def _chosen_row(calibration: dict[str, Any]) -> dict[str, Any] | None:
+    """The calibration row of the setting that was used (the choice, or the lowest-KL fallback)."""
+    rows = [r for r in calibration.get("rows", []) if r.get("key") != "baseline"]
+    choice = calibration.get("choice")
+    if choice is not None:
+        return next((r for r in rows if r.get("key") == choice.get("key")), choice)
+    measured = [r for r in rows if isinstance(r.get("kl"), float)]
+    return min(measured, key=lambda r: r["kl"]) if measured else None
+
+
 def _best_steering(main: dict[str, MethodResult]) -> str | None:
-    steer = [m for m, r in main.items() if r.family == "steering"]
+    # the conditional method's artifact holds its vector, not its gate: it cannot stand in for itself
+    steer = [m for m, r in main.items() if r.family == "steering" and m != CONDITIONAL_METHOD]
     return max(steer, key=lambda m: main[m].headline) if steer else None
 
 

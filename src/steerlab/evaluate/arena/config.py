@@ -19,8 +19,11 @@ PROMPT_SHOT_CAP = 8
 DEFAULT_STEERING = ("mean_diff", "pca_diff", "probe", "learned")
 #: Steering gated by the task's natural condition (safety: harmful vs harmless prompts); run when named.
 CONDITIONAL_METHOD = "conditional"
-#: The vector the conditional method gates (calibrated exactly as the unconditional method of that name).
+#: The vector the conditional method gates when no other steering method finished before it; otherwise it
+#: gates the best one (on safety: the most refusals on harmful calibration prompts, ``refusal`` included).
 CONDITIONAL_BASE = "mean_diff"
+#: Steering methods that build from the model itself rather than pair activations alone; run when named.
+MODEL_STEERING = ("iti", "refusal", "learned")
 #: Adaptations that are not steering vectors.
 OTHER_METHODS = ("baseline", "prompting", "lora")
 
@@ -49,11 +52,31 @@ class ArenaConfig:
     capability: list[Any] = field(default_factory=list)
     throughput_prompts: int = 4
     throughput_tokens: int = 16
-    learned_steps: int = 60
+    #: the learned method's optimisation budget: at most this many steps, scored on its held-out pairs every
+    #: ``learned_eval_every`` steps, stopping once ``learned_patience`` scores in a row improve the best by
+    #: less than ``learned_min_improvement`` (the loss has flattened)
+    #: (calibration rescales the vector afterwards, so training needs its direction more than its length)
+    learned_steps: int = 20
+    learned_eval_every: int = 4
+    learned_patience: int = 2
+    learned_min_improvement: float = 0.01
+    learned_lr: float = 0.1
+    learned_pairs_per_step: int = 4
     verbose: bool = False
     state_dir: str | None = None
     neutral: list[str] = field(default_factory=list)
     neutral_reference: Any = None
+
+    def learned_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``train_vector`` set by this configuration."""
+        return {
+            "steps": self.learned_steps,
+            "eval_every": self.learned_eval_every,
+            "patience": self.learned_patience,
+            "min_improvement": self.learned_min_improvement,
+            "lr": self.learned_lr,
+            "pairs_per_step": self.learned_pairs_per_step,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """The knobs as recorded in ``results.json`` and the fingerprint (data by count, not content)."""
@@ -67,11 +90,11 @@ class ArenaConfig:
 
 
 def steering_methods() -> list[str]:
-    """Steering methods this install offers: every pair method, ``learned`` and ``conditional`` (no module
-    imported)."""
+    """Steering methods this install offers: every pair method, the model methods (``iti``, ``refusal``,
+    ``learned``) and ``conditional`` last, since it gates the best of the others (no module imported)."""
     from steerlab.methods.registry import pair_method_names
 
-    return [*pair_method_names(), "learned", CONDITIONAL_METHOD]
+    return [*pair_method_names(), *MODEL_STEERING, CONDITIONAL_METHOD]
 
 
 def known_methods() -> list[str]:

@@ -36,6 +36,8 @@ class MethodJob:
     method: str
     config: ArenaConfig
     artifacts: str | None = None
+    #: the steering method a conditional method gates (chosen by ``compare`` from the finished ones)
+    base: str | None = None
 
 
 @dataclass
@@ -142,7 +144,7 @@ def run_method(lm: LM, job: MethodJob) -> MethodResult:
     start = time.perf_counter()
     say = _stderr_progress(job.method) if job.config.verbose else None
     try:
-        adaptation, info = build(lm, job.task, job.method, job.config, progress=say)
+        adaptation, info = build(lm, job.task, job.method, job.config, progress=say, base=job.base)
     except SteerlabError as exc:  # a method that cannot apply to this task is reported, not fatal
         return MethodResult(job.method, time.perf_counter() - start, skipped=str(exc))
     result = MethodResult(

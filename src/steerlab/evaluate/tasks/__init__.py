@@ -17,7 +17,14 @@ from steerlab.data import ABItem, load_ab
 from steerlab.errors import DataError
 from steerlab.evaluate import measure
 from steerlab.evaluate.tasks.ab import ab_task
-from steerlab.evaluate.tasks.base import Budget, EffectResult, SplitData, cached_generate
+from steerlab.evaluate.tasks.base import (
+    BUDGETS,
+    Budget,
+    EffectResult,
+    SplitData,
+    cached_generate,
+    check_budget_sizes,
+)
 from steerlab.evaluate.tasks.kinds import (
     KINDS,
     ABKind,
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
     from steerlab.lm import LM
 
 __all__ = [
+    "BUDGETS",
     "GENERAL_PROMPTS",
     "KINDS",
     "REFUSAL_COMPLETION",
@@ -98,7 +106,10 @@ def build_task(
         "safety": lambda: safety_task(lm, data, budget, cache=cache),
         "ab": lambda: ab_task(lm, data, budget, instruction=instruction),
     }
-    return builders[kind]()
+    task = builders[kind]()
+    sizes = {"train": task.train_size, **{s: task.split_size(s) for s in ("eval", "heldout", "calib")}}
+    check_budget_sizes(task.name, sizes, budget)
+    return task
 
 
 def load_capability(path: str | Path, limit: int) -> list[ABItem]:

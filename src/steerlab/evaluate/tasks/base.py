@@ -60,7 +60,13 @@ def balanced(labels: Sequence[int], limit: int) -> list[int]:
 
 @dataclass
 class Budget:
-    """How much data and compute a comparison spends. ``smoke`` is for tests; ``default`` for real runs."""
+    """How much data and compute a comparison spends, per task.
+
+    Presets (:data:`BUDGETS`): ``smoke`` is for tests; ``small`` is the quick look (8 evaluation items:
+    intervals too wide to decide most verdicts); ``standard`` evaluates 32 items per task (so an interval
+    can exclude "no effect") with the training pool, calibration and token budget kept as small as
+    ``small``'s; ``default`` trains on more.
+    """
 
     train: int = 32
     eval: int = 16
@@ -96,11 +102,42 @@ class Budget:
                 scorer_train=100,
                 scorer_test=60,
             ),
+            "standard": cls(
+                train=16,
+                eval=32,
+                heldout=16,
+                calib=8,
+                shots=2,
+                max_new_tokens=24,
+                scorer_train=100,
+                scorer_test=60,
+            ),
             "default": cls(),
         }
         if name not in presets:
             raise DataError(f"unknown budget '{name}'; expected one of {', '.join(presets)}")
         return presets[name]
+
+
+#: Budget preset names, cheapest first (the CLI's ``--budget`` choices).
+BUDGETS = ("smoke", "small", "standard", "default")
+
+
+def check_budget_sizes(task_name: str, sizes: dict[str, int], budget: Budget) -> None:
+    """Refuse a task whose splits hold fewer items than ``budget`` asks for (``sizes``: split -> count).
+
+    A task silently built with fewer evaluation items than asked would report wider intervals than the
+    budget promises; a clear error says which split is short and by how much.
+    """
+    wanted = {"train": budget.train, "eval": budget.eval, "heldout": budget.heldout, "calib": budget.calib}
+    short = [
+        f"{split} {sizes[split]} < {want}" for split, want in wanted.items() if sizes.get(split, want) < want
+    ]
+    if short:
+        raise DataError(
+            f"task '{task_name}' has fewer items than this budget asks for ({'; '.join(short)}): "
+            "choose a smaller --budget or give more data"
+        )
 
 
 def shuffled(items: Sequence[Any], seed: int) -> list[Any]:
