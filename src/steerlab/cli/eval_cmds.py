@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -367,7 +369,16 @@ def compare(
         ex = _executor(executor, lm, model, ray_address, workers, threads)
         try:
             with StageBar(console=err_console, quiet=quiet) as bar:
-                arena.compare(lm, the_task, out, config, executor=ex, progress=bar, report_only=report_only)
+                arena.compare(
+                    lm,
+                    the_task,
+                    out,
+                    config,
+                    executor=ex,
+                    progress=bar,
+                    report_only=report_only,
+                    command=shlex.join(["steerlab", *sys.argv[1:]]),
+                )
         finally:
             ex.close()
         console.print(f"report: {out / 'index.html'} (also report.md, results.json)")

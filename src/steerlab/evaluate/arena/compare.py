@@ -60,9 +60,11 @@ class ArenaResults:
     executor: str
     wall_seconds: float
     model: str
+    #: the command line that ran it, when run from the CLI (the scorecard quotes it)
+    command: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "task": self.task,
             "config": self.config,
             "methods": self.methods,
@@ -74,6 +76,9 @@ class ArenaResults:
             "wall_seconds": self.wall_seconds,
             "model": self.model,
         }
+        if self.command:
+            doc["command"] = self.command
+        return doc
 
     def _compose_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: r.to_json() for k, r in self.compose.items()}
@@ -103,9 +108,10 @@ def compare(
     executor: Any = None,
     progress: Progress | None = None,
     report_only: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the arena for ``task`` into folder ``out`` (resumable), write the report there and return the
-    results document (the content of ``results.json``).
+    results document (the content of ``results.json``; ``command``, the CLI line, is recorded in it).
 
     ``report_only`` runs no new job: the report is built from the jobs already saved in ``out/runs``
     (an interrupted comparison can still be read; what is missing is listed as not run).
@@ -195,6 +201,7 @@ def compare(
         executor=getattr(executor, "name", "custom"),
         wall_seconds=time.perf_counter() - t0,
         model=lm.model_id,
+        command=command,
     ).to_json()
     say("writing report")
     report.write(out, results)
