@@ -19,26 +19,15 @@ from steerlab.methods.refusal import addition_steering, extract_refusal, generat
 pytestmark = pytest.mark.slow
 
 
-def _instructions(path):
-    rows = (
-        json.loads(path.read_text())
-        if path.suffix == ".json"
-        else [json.loads(x) for x in path.read_text().splitlines()]
-    )
-    return [r["instruction"] for r in rows]
-
-
 @pytest.fixture(scope="module")
-def splits(shared_data):
-    root = shared_data / "refusal_direction"
-    original = root / "original" / "dataset" / "splits"
+def splits(refusal_data):
     return {
-        "harmful_train": _instructions(root / "harmful_train.jsonl"),
-        "harmless_train": _instructions(original / "harmless_train.json"),
+        "harmful_train": refusal_data["harmful_train"],
+        "harmless_train": refusal_data["harmless_train"],
         # the held-out instructions test_refusal.py scores (harmful_val has 39 rows); 64 harmless, so that
         # one refusal reads as 0.016 rather than 0.04 against the 0.03 bound
-        "harmful_val": _instructions(root / "harmful_val.jsonl")[12:36],
-        "harmless_val": _instructions(original / "harmless_val.json")[12:76],
+        "harmful_val": refusal_data["harmful_val"][12:36],
+        "harmless_val": refusal_data["harmless_val"][12:76],
     }
 
 

@@ -5,8 +5,6 @@ adding the direction induces refusals.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -155,17 +153,10 @@ def test_refusal_refuses_bad_input(tiny):
 
 
 # ----------------------------------------------------------------------------------- the real model
-def _instructions(path):
-    rows = (
-        json.loads(path.read_text())
-        if path.suffix == ".json"
-        else [json.loads(x) for x in path.read_text().splitlines()]
-    )
-    return [r["instruction"] for r in rows]
 
 
 @pytest.mark.slow
-def test_adding_the_direction_induces_refusals_on_the_real_model(lm, shared_data):
+def test_adding_the_direction_induces_refusals_on_the_real_model(lm, refusal_data):
     """SmolLM2-135M rarely refuses, so the demonstrable effect is inducing refusal by addition.
 
     Raw strength 1 (the paper's) at the last token did nothing here (0.00 -> 0.00). ``extract_refusal``'s
@@ -175,12 +166,10 @@ def test_adding_the_direction_induces_refusals_on_the_real_model(lm, shared_data
     on 2 cores, so this test takes its result as given (``select=False`` at that layer and position) and
     scores instructions held out from the selection, harmful and harmless.
     """
-    root = shared_data / "refusal_direction"
-    splits = root / "original" / "dataset" / "splits"
-    harmful = _instructions(root / "harmful_train.jsonl")[:64]
-    harmless = _instructions(splits / "harmless_train.json")[:64]
-    held_harmful = _instructions(root / "harmful_val.jsonl")[12:36]
-    held_harmless = _instructions(splits / "harmless_val.json")[12:36]
+    harmful = refusal_data["harmful_train"][:64]
+    harmless = refusal_data["harmless_train"][:64]
+    held_harmful = refusal_data["harmful_val"][12:36]
+    held_harmless = refusal_data["harmless_val"][12:36]
     vec = extract_refusal(lm, harmful, harmless, select=False, layers=[6], positions=(-5,), add_strength=4.0)
     assert vec.provenance["add_strength"] == 4.0 and vec.layers == [6]
     add = addition_steering(vec)

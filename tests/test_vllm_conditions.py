@@ -7,7 +7,6 @@ mixed vLLM batch; each row must give the torch engine's greedy tokens for the sa
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -25,24 +24,13 @@ pytestmark = pytest.mark.slow
 TOKENS = 8
 
 
-def _instructions(path):
-    rows = (
-        json.loads(path.read_text())
-        if path.suffix == ".json"
-        else [json.loads(x) for x in path.read_text().splitlines()]
-    )
-    return [r["instruction"] for r in rows]
-
-
 @pytest.fixture(scope="module")
-def splits(shared_data):
-    root = shared_data / "refusal_direction"
-    original = root / "original" / "dataset" / "splits"
+def splits(refusal_data):
     return {
-        "harmful_train": _instructions(root / "harmful_train.jsonl")[:32],
-        "harmless_train": _instructions(original / "harmless_train.json")[:32],
-        "harmful_val": _instructions(root / "harmful_val.jsonl")[12:17],
-        "harmless_val": _instructions(original / "harmless_val.json")[12:17],
+        "harmful_train": refusal_data["harmful_train"][:32],
+        "harmless_train": refusal_data["harmless_train"][:32],
+        "harmful_val": refusal_data["harmful_val"][12:17],
+        "harmless_val": refusal_data["harmless_val"][12:17],
     }
 
 
