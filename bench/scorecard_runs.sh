@@ -14,7 +14,7 @@ model=$1 task=$2 out=$3
 case $task in
     sentiment) data=(-d "$DATA/sentiment_labelled_sentences") methods=$STEERING ;;
     persona) data=() methods=$STEERING ;;
-    safety) data=(-d "$DATA/refusal_direction") methods=$STEERING,conditional ;;
+    safety) data=(-d "$DATA/refusal_direction") methods=$STEERING,refusal,conditional ;;
     *) echo "unknown task $task" >&2; exit 2 ;;
 esac
 model_args=()

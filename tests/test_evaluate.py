@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -536,3 +537,7 @@ def test_compare_adds_methods_to_an_existing_folder_without_rerunning_finished_o
     assert not any("queued" in m for m in seen)
     saved = json.loads((tmp_path / "runs" / store.FINGERPRINT).read_text())["fingerprint"]
     assert saved == store.fingerprint(tiny, task, config(["pca_diff"]))
+    # a method its build skips is reported with the build's reason, not as unfinished
+    third = arena.compare(tiny, replace(task, preference_pairs=[]), tmp_path, config(["learned"]))
+    assert "learned" not in third["main"]
+    assert third["missing_methods"]["learned"].startswith("skipped: the learned method needs prompt")

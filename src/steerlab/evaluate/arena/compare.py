@@ -186,8 +186,10 @@ def compare(
         )
         single = _single_effects(task, config, main, [*parts_pool, "baseline"])
 
-    not_run = {
-        m: "not run yet (report built from an unfinished comparison)" for m in methods if m not in main
+    not_run = {  # a method skipped by its build keeps its reason (in ``missing``)
+        m: "not run yet (report built from an unfinished comparison)"
+        for m in methods
+        if m not in main and m not in missing
     }
     results = ArenaResults(
         task=task.describe(),
