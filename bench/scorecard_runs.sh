@@ -15,6 +15,7 @@ case $task in
     sentiment) data=(-d "$DATA/sentiment_labelled_sentences") methods=$STEERING ;;
     persona) data=() methods=$STEERING ;;
     safety) data=(-d "$DATA/refusal_direction") methods=$STEERING,refusal,conditional ;;
+    ab) data=(-d "$DATA/caa/sycophancy/generate.jsonl") methods=${STEERING/,learned/} ;;  # learned: long A/B prompts
     *) echo "unknown task $task" >&2; exit 2 ;;
 esac
 model_args=()
