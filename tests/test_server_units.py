@@ -133,6 +133,17 @@ def test_top_p_keeps_only_the_nucleus():
     assert probs[0] > 0 and probs[2:].sum() == 0 and probs[1] == 0
 
 
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-45, 1e-39])
+@pytest.mark.parametrize("top_p", [1.0, 0.5, 1e-300])
+def test_a_tiny_temperature_is_the_argmax_not_nan(temperature, top_p):
+    """Below float32's range a temperature is 0 in float32 (found by the schema fuzz: 5e-324 gave NaN)."""
+    logits = torch.tensor([1.5, 4.0, -3.0, 4.0 - 1e-3, float("-inf")])
+    probs = nucleus_probs(logits, temperature, top_p)
+    assert torch.isfinite(probs).all() and probs.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
+    params = SamplingParams(temperature, top_p, seed=3)
+    assert pick_tokens(logits[None], [params]) == [1]
+
+
 # ------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field", ["max_batch", "max_queue", "max_tokens", "max_upload_bytes"])
 def test_config_refuses_non_positive_limits(field):

@@ -65,13 +65,15 @@ def row_sampling(temperature: float, top_p: float, seed: int | None, rows: int) 
 
 def nucleus_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """Softmax at ``temperature`` with everything outside the top-``top_p`` mass set to zero (1-D)."""
-    # Shift by the maximum first: with a tiny temperature (5e-324 is a valid float) the scaled logits
-    # would overflow to inf and the softmax to NaN; shifted, they go to -inf and leave the argmax at 1.
-    shifted = logits.float() - logits.float().max()
-    probs = torch.softmax(shifted / temperature, dim=-1)
+    # Shift by the maximum first, and scale in float64: with a tiny temperature (5e-324 is a valid
+    # float, and anything below ~1e-38 is 0 in float32) the scaled logits would overflow to inf, or divide
+    # 0 by 0, and the softmax would be NaN; shifted and in float64, they go to -inf and leave the argmax at 1.
+    shifted = logits.double() - logits.double().max()
+    probs = torch.softmax(shifted / temperature, dim=-1).float()
     if top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        keep[..., 0] = True  # the nucleus always holds the top token (a tiny top_p is 0 in float32)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
     return probs
 
