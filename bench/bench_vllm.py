@@ -127,7 +127,7 @@ def main() -> None:
         print("|---|---:|---:|")
         got = json.loads(
             subprocess.run(
-                [args.llamacpp, "-c", LLAMACPP, str(args.tokens), str(args.reps)],
+                [args.llamacpp, "-c", LLAMACPP, str(args.tokens), str(min(args.reps, 2))],
                 check=True,
                 capture_output=True,
                 text=True,
