@@ -19,6 +19,7 @@ from steerlab.evaluate.sweep import grid
 from steerlab.evaluate.tasks.task import Task
 from steerlab.methods.iti import ITI_ALPHA
 from tiny_models import build as build_model
+from tiny_models import tiny_arena_config
 
 HARMFUL = [f"aaaa {w} aaaa" for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")]
 HARMLESS = [f"zzzz {w} zzzz" for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")]
@@ -123,18 +124,8 @@ def test_full_pool_efficiency_points_are_read_off_the_main_stage(tiny, tmp_path)
         train=4, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2, scorer_train=8, scorer_test=4
     )
     task = tasks.persona_task(tiny, None, budget, scorer="activation")
-    config = arena.ArenaConfig(
-        budget=budget,
-        methods=["baseline", "mean_diff"],
-        data_sizes=[2, 4],
-        seeds=[0],
-        efficiency_methods=["mean_diff"],
-        compose=False,
-        cells=grid(["1"], [0.5]),
-        calib_tokens=2,
-        throughput_prompts=1,
-        throughput_tokens=2,
-        neutral=["hello there", "abc"],
+    config = tiny_arena_config(
+        budget, ["baseline", "mean_diff"], data_sizes=[2, 4], efficiency_methods=["mean_diff"]
     )
     results = arena.compare(tiny, task, tmp_path, config)
     full = results["efficiency"]["efficiency-mean_diff-n4-s0"]

@@ -19,7 +19,7 @@ from steerlab.evaluate.refusal_detect import refusal_detector
 from steerlab.evaluate.sweep import Cell, SweepSpec, grid, heatmap, run_sweep, table
 from steerlab.evaluate.tasks import Budget, Task
 from steerlab.vector import SteeringVector
-from tiny_models import HIDDEN, LAYERS, build, one_thread
+from tiny_models import HIDDEN, LAYERS, build, one_thread, tiny_arena_config
 
 PROBES = ("hello there", "a b c d e f", "the cat sat")
 
@@ -463,26 +463,13 @@ def test_compare_resumes_only_into_its_own_folder(tiny, tmp_path):
     """A rerun reuses finished jobs; a run with another budget (or task, model, settings) into the same
     folder is refused instead of silently mixing jobs built under different conditions."""
     from steerlab.evaluate import arena, tasks
-    from steerlab.evaluate.sweep import grid
 
     def run(train: int, progress=None):
         budget = tasks.Budget(
             train=train, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2, scorer_train=8, scorer_test=4
         )
         task = tasks.persona_task(tiny, None, budget, scorer="activation")
-        config = arena.ArenaConfig(
-            budget=budget,
-            methods=["baseline", "mean_diff"],
-            data_sizes=[2],
-            seeds=[0],
-            efficiency_methods=[],
-            compose=False,
-            cells=grid(["1"], [0.5]),
-            calib_tokens=2,
-            throughput_prompts=1,
-            throughput_tokens=2,
-            neutral=["hello there", "abc"],
-        )
+        config = tiny_arena_config(budget, ["baseline", "mean_diff"])
         return arena.compare(tiny, task, tmp_path, config, progress=progress)
 
     first = run(4)
@@ -500,7 +487,6 @@ def test_compare_adds_methods_to_an_existing_folder_without_rerunning_finished_o
 
     from steerlab.evaluate import arena, tasks
     from steerlab.evaluate.arena import store
-    from steerlab.evaluate.sweep import grid
 
     budget = tasks.Budget(
         train=4, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2, scorer_train=8, scorer_test=4
@@ -508,19 +494,7 @@ def test_compare_adds_methods_to_an_existing_folder_without_rerunning_finished_o
     task = tasks.persona_task(tiny, None, budget, scorer="activation")
 
     def config(methods):
-        return arena.ArenaConfig(
-            budget=budget,
-            methods=methods,
-            data_sizes=[2],
-            seeds=[0],
-            efficiency_methods=[],
-            compose=False,
-            cells=grid(["1"], [0.5]),
-            calib_tokens=2,
-            throughput_prompts=1,
-            throughput_tokens=2,
-            neutral=["hello there", "abc"],
-        )
+        return tiny_arena_config(budget, methods)
 
     arena.compare(tiny, task, tmp_path, config(["baseline", "mean_diff"]))
     seen: list[str] = []

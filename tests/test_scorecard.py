@@ -304,8 +304,7 @@ def test_a_scorecard_from_real_compare_folders(tmp_path):
     """Two real (tiny-model) comparisons: folders written by arena.compare read back into the page."""
     import steerlab
     from steerlab.evaluate import arena, tasks
-    from steerlab.evaluate.sweep import grid
-    from tiny_models import build, one_thread
+    from tiny_models import build, one_thread, tiny_arena_config
 
     budget = tasks.Budget(
         train=4, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2, scorer_train=8, scorer_test=4
@@ -318,19 +317,7 @@ def test_a_scorecard_from_real_compare_folders(tmp_path):
             (["baseline", "prompting", "mean_diff"], "one"),
             (["baseline", "pca_diff"], "two"),
         ):
-            config = arena.ArenaConfig(
-                budget=budget,
-                methods=methods,
-                data_sizes=[2],
-                seeds=[0],
-                efficiency_methods=["mean_diff"],
-                compose=False,
-                cells=grid(["1"], [0.5]),
-                calib_tokens=2,
-                throughput_prompts=1,
-                throughput_tokens=2,
-                neutral=["hello there", "abc"],
-            )
+            config = tiny_arena_config(budget, methods, efficiency_methods=["mean_diff"])
             arena.compare(tiny, task, tmp_path / folder, config)
     text = scorecard.build([tmp_path / "one", tmp_path / "two"])
     assert text.count("## Model `tiny-llama`") == 1 and text.count("### persona") == 2

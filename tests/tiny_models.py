@@ -258,3 +258,25 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def tiny_arena_config(budget, methods, **overrides):
+    """An arena config at the smallest sizes a compare accepts, for compare tests on a tiny model
+    (one calibration cell, two-token measurements, two neutral prompts); ``overrides`` change any knob."""
+    from steerlab.evaluate import arena
+    from steerlab.evaluate.sweep import grid
+
+    knobs = dict(
+        budget=budget,
+        methods=methods,
+        data_sizes=[2],
+        seeds=[0],
+        efficiency_methods=[],
+        compose=False,
+        cells=grid(["1"], [0.5]),
+        calib_tokens=2,
+        throughput_prompts=1,
+        throughput_tokens=2,
+        neutral=["hello there", "abc"],
+    )
+    return arena.ArenaConfig(**{**knobs, **overrides})
