@@ -75,14 +75,7 @@ def build(
             vector = _steering_vector(lm, task, method, config)
             if setting is None:
                 setting, calibration = calibrate_vector(lm, task, vector, config, progress)
-            s = Steering(
-                vector,
-                strength=setting["strength"],
-                layers=setting["layers"],
-                op="add",
-                unit=setting.get("unit", "norm"),
-            )
-            adaptation = adaptations.steering(method, [s], **setting)
+            adaptation = adaptations.steering(method, [calibrated_steering(vector, setting)], **setting)
             adaptation.settings["vector"] = vector
         else:
             raise SteerlabError(f"unknown method '{method}'")
@@ -136,15 +129,8 @@ def _conditional(
             lm, task, vector, config, progress, condition=condition, label=CONDITIONAL_METHOD
         )
         calibration["gated"] = True
-    s = Steering(
-        vector,
-        strength=setting["strength"],
-        layers=setting["layers"],
-        op="add",
-        unit=setting.get("unit", "norm"),
-        condition=condition,
-    )
-    adaptation = adaptations.steering(CONDITIONAL_METHOD, [s], **setting)
+    steering = calibrated_steering(vector, setting, condition)
+    adaptation = adaptations.steering(CONDITIONAL_METHOD, [steering], **setting)
     adaptation.settings["vector"] = vector
     adaptation.settings["base"] = base
     adaptation.settings["condition"] = condition.describe()
@@ -203,6 +189,19 @@ def _steering_vector(lm: LM, task: Task, method: str, config: ArenaConfig) -> An
     # the pair methods read the same activations of the same pairs: read them once per comparison
     cache = Path(config.state_dir) / "activations" if config.state_dir else None
     return extract(lm, task.pairs, method=method, position=position, cache=cache)
+
+
+def calibrated_steering(vector: Any, setting: dict[str, Any], condition: Any = None) -> Steering:
+    """The steering a calibrated ``setting`` (strength, layers, unit) describes: one definition for the
+    plain and the gated method, so the two apply the same vector the same way."""
+    return Steering(
+        vector,
+        strength=setting["strength"],
+        layers=setting["layers"],
+        op="add",
+        unit=setting.get("unit", "norm"),
+        condition=condition,
+    )
 
 
 #: Multiples of a vector's own recorded strength tried by calibration (the ladder stops at the KL budget).
