@@ -6,8 +6,9 @@ one of 8 different steerings (the per-request path). Prints tok/s and the ratios
 (steering costs <= 3% at 8 and 32; 8 steerings >= 0.95x of one). Run with ``.venv-vllm/bin/python``.
 
 Ratios are paired: each repetition times the three modes back to back, so a ratio compares runs seconds
-apart and slow drift in machine load cancels; the table gives the median paired ratio and its range over
-repetitions (a range that straddles 0.97 means this machine cannot decide the 3% target).
+apart and slow drift in machine load cancels, and the order of the modes rotates between repetitions; the
+table gives the median paired ratio, a bootstrap 95% interval of that median, and the range over
+repetitions (the 3% target is met when the interval lies above 0.97, missed when it lies below).
 
 ``--torch`` also times steerlab's torch engine, and ``--llamacpp PYTHON`` the llama.cpp engine in that
 interpreter (the main ``.venv``: llama-cpp-python is not installed beside vLLM) on the same prompt, tokens
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import time
@@ -99,15 +101,15 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} at start"
     )
     print(
-        "| batch | plain vLLM tok/s | one steering tok/s | 8 steerings tok/s | one/plain (median, range) "
-        "| 8/one (median, range) | torch engine plain / one |"
+        "| batch | plain vLLM tok/s | one steering tok/s | 8 steerings tok/s | one/plain median [95% CI] (range) "
+        "| 8/one median [95% CI] (range) | torch engine plain / one |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batches.split(",")):
         vllm_run(batch, "one")  # warm-up: the first pass at a new batch shape pays one-off costs
         rates: dict[str, list[float]] = {m: [] for m in modes}
-        for _ in range(args.reps):
-            for mode in modes:
+        for rep in range(args.reps):
+            for mode in modes[rep % 3 :] + modes[: rep % 3]:  # rotate the order: no mode always runs first
                 rates[mode].append(vllm_run(batch, mode))
         torch_plain = torch_one = float("nan")
         if args.torch:
@@ -117,8 +119,8 @@ def main() -> None:
         med = {m: statistics.median(v) for m, v in rates.items()}
         print(
             f"| {batch} | {med['plain']:.1f} | {med['one']:.1f} | {med['eight']:.1f} "
-            f"| {statistics.median(cost):.3f} ({min(cost):.3f}-{max(cost):.3f}) "
-            f"| {statistics.median(per):.3f} ({min(per):.3f}-{max(per):.3f}) "
+            f"| {statistics.median(cost):.3f} [{median_interval(cost)}] ({min(cost):.3f}-{max(cost):.3f}) "
+            f"| {statistics.median(per):.3f} [{median_interval(per)}] ({min(per):.3f}-{max(per):.3f}) "
             f"| {torch_plain:.1f} / {torch_one:.1f} |",
             flush=True,
         )
@@ -137,6 +139,14 @@ def main() -> None:
         )
         for batch, (plain, one) in got.items():
             print(f"| batch {batch} (sequential) | {plain:.1f} | {one:.1f} |")
+
+
+def median_interval(values: list[float], level: float = 0.95, draws: int = 4000) -> str:
+    """Percentile-bootstrap interval of the median paired ratio (seeded: the same run prints the same)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    lo, hi = medians[int(draws * (1 - level) / 2)], medians[int(draws * (1 + level) / 2) - 1]
+    return f"{lo:.3f}, {hi:.3f}"
 
 
 #: Run in the main environment: the same embedded model, prompt and first random vector as above.

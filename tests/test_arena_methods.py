@@ -5,6 +5,8 @@ with its gate on, gating the best finished steering method (``refusal`` included
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 import steerlab
@@ -140,8 +142,35 @@ def test_refusal_runs_as_an_arena_method_on_safety_only(tiny):
     assert steering.op == "add" and steering.unit == "raw"
     assert list(steering.resolved_layers()) == adaptation.settings["layers"]
     assert info.calibration is not None
+    # chosen causally, on the calibration split, among the configured depth only
+    config = _config(refusal_depth=(0.34, 0.67))
+    adaptation, _ = build(tiny, _safety_task(), "refusal", config)
+    vector = adaptation.steering[0].vector
+    assert vector.provenance["selected_by"] == "validation"
+    assert (vector.provenance["val_harmful"], vector.provenance["val_harmless"]) == (2, 2)
+    assert vector.provenance["add_strength"] == config.refusal_add_strength
+    assert config.refusal_layers(tiny.num_layers) == [1, 2] and vector.layers[0] in (1, 2)
+    assert {row["layer"] for row in vector.diagnostics["selection"]} == {1, 2}
     sentiment = Task(
         "sentiment", "sentiment", pairs=_safety_task().pairs, lora_examples=[], instruction="", shots=[]
     )
     with pytest.raises(steerlab.SteerlabError, match="safety task"):
         build(tiny, sentiment, "refusal", _config())
+
+
+def test_learned_leaves_out_pairs_whose_completions_coincide(tiny, monkeypatch):
+    """A base model can answer alike under both personas; such a pair has no preference to learn."""
+    from steerlab.methods import learned
+
+    arena_build = importlib.import_module("steerlab.evaluate.arena.build")  # the package exports build()
+
+    seen = []
+    monkeypatch.setattr(learned, "train_vector", lambda lm, pairs, **kw: seen.append(list(pairs)) or "vec")
+    same, differ = ContrastPair("ok", "ok", prompt="q1"), ContrastPair("yes", "no", prompt="q2")
+    task = _safety_task()
+    task.preference_pairs = [same, differ, ContrastPair("good", "bad", prompt="q3")]
+    assert arena_build._steering_vector(tiny, task, "learned", _config()) == "vec"
+    assert seen == [[differ, task.preference_pairs[2]]]
+    task.preference_pairs = [same, differ]
+    with pytest.raises(steerlab.SteerlabError, match="completions differ; task 'safety' has 1 of 2"):
+        arena_build._steering_vector(tiny, task, "learned", _config())

@@ -426,7 +426,7 @@ def test_a_method_that_cannot_apply_is_skipped_not_fatal(tiny):
 
     task = Task("s", "safety", pairs=[], lora_examples=[], instruction="", shots=[])
     result = arena.run_method(tiny, arena.MethodJob(task, "learned", arena.ArenaConfig()))
-    assert "needs prompt + positive/negative completion pairs" in result.skipped
+    assert "needs at least 2 prompt + positive/negative completion pairs" in result.skipped
 
 
 def test_derived_ratios_need_an_established_gain_and_a_paired_speed_measure():
@@ -514,4 +514,22 @@ def test_compare_adds_methods_to_an_existing_folder_without_rerunning_finished_o
     # a method its build skips is reported with the build's reason, not as unfinished
     third = arena.compare(tiny, replace(task, preference_pairs=[]), tmp_path, config(["learned"]))
     assert "learned" not in third["main"]
-    assert third["missing_methods"]["learned"].startswith("skipped: the learned method needs prompt")
+    assert third["missing_methods"]["learned"].startswith("skipped: the learned method needs at least 2")
+
+
+def test_knobs_added_later_leave_older_folders_resumable_at_their_default(tiny, monkeypatch):
+    """A folder written before a knob existed still resumes while the knob keeps its default."""
+    from steerlab.evaluate import tasks
+    from steerlab.evaluate.arena import ArenaConfig, store
+
+    budget = tasks.Budget(train=4, eval=2, heldout=2, calib=2, shots=1, max_new_tokens=2)
+    task = tasks.persona_task(tiny, None, budget, scorer="activation")
+    now = store.fingerprint(tiny, task, ArenaConfig(budget=budget))
+    assert store.fingerprint(tiny, task, ArenaConfig(budget=budget, refusal_add_strength=2.0)) != now
+    full = ArenaConfig.as_dict
+    monkeypatch.setattr(  # the configuration as an older steerlab, without the later knobs, recorded it
+        ArenaConfig,
+        "as_dict",
+        lambda self: {k: v for k, v in full(self).items() if k not in store.LATER_KNOBS},
+    )
+    assert store.fingerprint(tiny, task, ArenaConfig(budget=budget)) == now

@@ -33,7 +33,7 @@ import steerlab
 from steerlab.errors import VectorError
 from steerlab.server import ServerConfig, ThreadedServer, create_app
 from steerlab.vector import SteeringVector
-from tiny_models import HIDDEN, LAYERS, build
+from tiny_models import HIDDEN, LAYERS, build, one_thread
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -49,11 +49,9 @@ GGUF_BOMB = (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

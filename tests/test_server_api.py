@@ -21,7 +21,7 @@ import steerlab
 from steerlab.engine import Steering
 from steerlab.server import ServerConfig, ThreadedServer, create_app
 from steerlab.vector import SteeringVector
-from tiny_models import HIDDEN, LAYERS, build
+from tiny_models import HIDDEN, LAYERS, build, one_thread
 
 MAX_TOKENS = 24
 
@@ -42,11 +42,9 @@ def joy_vector(lm) -> SteeringVector:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

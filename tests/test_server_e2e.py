@@ -4,8 +4,6 @@ concurrent clients with mixed steerings share batches yet each gets exactly what
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 pytest.importorskip("fastapi")
@@ -13,24 +11,15 @@ pytest.importorskip("openai")
 pytest.importorskip("httpx")
 
 import httpx
-import openai
 
+from served import PROMPTS, openai_client, together_and_alone
+from served import chat as served_chat
 from steerlab.engine import Steering
 from steerlab.server import ServerConfig, ThreadedServer, create_app
 
 pytestmark = pytest.mark.slow
 
 TOKENS = 10
-PROMPTS = [
-    "Tell me about your weekend.",
-    "Describe a walk in the park.",
-    "What did you eat for lunch?",
-    "How was your commute?",
-    "Write one sentence about the sea.",
-    "What do you think of your job?",
-    "Describe the room you are in.",
-    "Give me a tip for cooking rice.",
-]
 MIXES = [
     None,
     [{"vector": "happy", "strength": 0.08, "layers": "8-20"}],
@@ -52,20 +41,11 @@ def served(lm, happy_vector):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0].url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    return openai_client(served[0].url)
 
 
 def chat(client, lm, prompt, steering=None, **kw):
-    extra = {"steering": steering} if steering else None
-    out = client.chat.completions.create(
-        model=lm.model_id,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=TOKENS,
-        temperature=0,
-        extra_body=extra,
-        **kw,
-    )
-    return out.choices[0].message.content
+    return served_chat(client, lm.model_id, prompt, steering, tokens=TOKENS, **kw)
 
 
 def test_unsteered_requests_are_the_unsteered_model(lm, client):
@@ -162,25 +142,8 @@ def test_uploaded_vectors_steer(lm, happy_vector, served, client, tmp_path):
 def test_32_concurrent_clients_with_mixed_steering_each_get_their_solo_answer(lm, served, client):
     requests = [(p, m) for p in PROMPTS for m in MIXES]
     assert len(requests) == 32
-    solo = [chat(client, lm, p, m) for p, m in requests]
+    solo, results, errors = together_and_alone(lambda p, m: chat(client, lm, p, m), requests)
     assert len(set(solo)) > len(PROMPTS)  # the steerings really change the answers
-
-    results: list[str | None] = [None] * len(requests)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(requests))
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait(60)
-            results[i] = chat(client, lm, *requests[i])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
     assert not errors, errors[:3]
     assert served[1].metrics.gauges["batch_size_max"] >= 8  # they really shared batches
     mismatches = [(requests[i], solo[i], results[i]) for i in range(len(requests)) if results[i] != solo[i]]

@@ -4,7 +4,6 @@ registry and steering, with vLLM doing the batching. Runs in ``.venv-vllm``; ski
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
@@ -13,21 +12,13 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+from served import PROMPTS, openai_client, together_and_alone  # noqa: E402
+from served import chat as served_chat  # noqa: E402
 from steerlab.engine import Condition, Steering  # noqa: E402
 from steerlab.server import ServerConfig, ThreadedServer, create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TOKENS = 10
-PROMPTS = [
-    "Tell me about your weekend.",
-    "Describe a walk in the park.",
-    "What did you eat for lunch?",
-    "How was your commute?",
-    "Write one sentence about the sea.",
-    "What do you think of your job?",
-    "Describe the room you are in.",
-    "Give me a tip for cooking rice.",
-]
 MIXES = [
     None,
     [{"vector": "happy", "strength": 0.6, "layers": "6-10"}],
@@ -53,18 +44,11 @@ def served(lm, happy_vector):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    return openai_client(served.url)
 
 
 def chat(client, lm, prompt, steering=None):
-    out = client.chat.completions.create(
-        model=lm.model_id,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=TOKENS,
-        temperature=0,
-        extra_body={"steering": steering} if steering else None,
-    )
-    return out.choices[0].message.content
+    return served_chat(client, lm.model_id, prompt, steering, tokens=TOKENS)
 
 
 def test_a_steered_chat_completion_streams_the_backend_answer(lm, happy_vector, client):
@@ -92,22 +76,8 @@ def test_a_steered_chat_completion_streams_the_backend_answer(lm, happy_vector, 
 
 def test_32_concurrent_mixed_clients_each_get_their_solo_answer(lm, client):
     requests = [(p, m) for p in PROMPTS for m in MIXES]
-    solo = [chat(client, lm, p, m) for p, m in requests]
-    got: list[str | None] = [None] * len(requests)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            got[i] = chat(client, lm, *requests[i])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    solo, got, errors = together_and_alone(lambda p, m: chat(client, lm, p, m), requests)
+    assert not errors, errors[:3]
     assert got == solo
     assert len({s for s in solo}) > len(PROMPTS)  # steerings changed answers
 

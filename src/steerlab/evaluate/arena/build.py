@@ -160,11 +160,15 @@ def _steering_vector(lm: LM, task: Task, method: str, config: ArenaConfig) -> An
     if method == "learned":
         from steerlab.methods.learned import train_vector
 
-        if len(task.preference_pairs) < 2:
+        # a pair whose two completions coincide (a base model answering alike under both personas) has no
+        # preference to learn: leave it out rather than lose the method
+        pairs = [p for p in task.preference_pairs if p.positive != p.negative]
+        if len(pairs) < 2:
             raise SteerlabError(
-                f"the learned method needs prompt + positive/negative completion pairs; task '{task.name}' has none"
+                f"the learned method needs at least 2 prompt + positive/negative completion pairs whose "
+                f"completions differ; task '{task.name}' has {len(pairs)} of {len(task.preference_pairs)}"
             )
-        return train_vector(lm, task.preference_pairs, seed=config.budget.seed, **config.learned_options())
+        return train_vector(lm, pairs, seed=config.budget.seed, **config.learned_options())
     if method == "iti":
         from steerlab.methods.iti import extract_iti
 
@@ -176,12 +180,19 @@ def _steering_vector(lm: LM, task: Task, method: str, config: ArenaConfig) -> An
             )
         from steerlab.methods.refusal import extract_refusal
 
-        # select=False: the candidate with the best separation (d'), no generation; cheap enough for the arena
+        # the paper's causal selection over a narrowed candidate set, validated on the calibration split
+        # (the largest d' alone picks late layers where adding the direction does nothing)
+        prompts, labels, _ = task.split("calib")
         return extract_refusal(
             lm,
             [p.positive for p in task.pairs],
             [p.negative for p in task.pairs],
-            select=False,
+            val_harmful=[p for p, y in zip(prompts, labels, strict=True) if y == 1],
+            val_harmless=[p for p, y in zip(prompts, labels, strict=True) if y == 0],
+            layers=config.refusal_layers(lm.num_layers),
+            add_strength=config.refusal_add_strength,
+            generate_top=config.refusal_generate_top,
+            max_new_tokens=config.calib_tokens,
             seed=config.budget.seed,
         )
     from steerlab.extract import extract

@@ -62,6 +62,13 @@ class ArenaConfig:
     learned_min_improvement: float = 0.01
     learned_lr: float = 0.1
     learned_pairs_per_step: int = 4
+    #: the refusal method's causal selection (Arditi et al.'s, narrowed to fit a comparison): candidates at
+    #: every layer in this fraction of the depth x every post-instruction token, screened with the direction
+    #: added at ``refusal_add_strength`` x the harmful-harmless gap, the best ``refusal_generate_top`` then
+    #: generating on the calibration split; the direction that induces the most refusals is kept
+    refusal_depth: tuple[float, float] = (0.1, 0.6)
+    refusal_add_strength: float = 4.0
+    refusal_generate_top: int = 3
     verbose: bool = False
     state_dir: str | None = None
     neutral: list[str] = field(default_factory=list)
@@ -77,6 +84,12 @@ class ArenaConfig:
             "lr": self.learned_lr,
             "pairs_per_step": self.learned_pairs_per_step,
         }
+
+    def refusal_layers(self, num_layers: int) -> list[int]:
+        """The layers the refusal method selects among: every one in :attr:`refusal_depth` of the depth."""
+        lo, hi = self.refusal_depth
+        first = min(int(num_layers * lo), num_layers - 1)
+        return list(range(first, max(int(num_layers * hi), first) + 1))
 
     def as_dict(self) -> dict[str, Any]:
         """The knobs as recorded in ``results.json`` and the fingerprint (data by count, not content)."""

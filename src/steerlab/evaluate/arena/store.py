@@ -55,6 +55,11 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+#: Knobs added after comparison folders existed: at their default they stay out of the fingerprint, so a
+#: folder written before them still resumes (and can gain methods); set otherwise, they count like any knob.
+LATER_KNOBS = frozenset({"refusal_depth", "refusal_add_strength", "refusal_generate_top"})
+
+
 def fingerprint(lm: LM, task: Task, config: ArenaConfig, *, legacy: bool = False) -> str:
     """What a saved job depends on: the model, the task's data and splits, and every knob.
 
@@ -63,7 +68,12 @@ def fingerprint(lm: LM, task: Task, config: ArenaConfig, *, legacy: bool = False
     fingerprint folders written before that (method set included), which are still accepted.
     """
     dropped = {"verbose"} if legacy else {"verbose", "methods"}
-    knobs = {k: v for k, v in config.as_dict().items() if k not in dropped}
+    defaults = type(config)().as_dict()
+    knobs = {
+        k: v
+        for k, v in config.as_dict().items()
+        if k not in dropped and not (k in LATER_KNOBS and v == defaults[k])
+    }
     what = {
         "model": lm.model_id,
         "task": [task.name, task.kind, task.instruction, task.heldout_name],
