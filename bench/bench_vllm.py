@@ -1,11 +1,12 @@
 """vLLM with and without steerlab's per-request steering, side by side in one run (run on a quiet machine).
 
 Greedy decoding of ``--tokens`` tokens at batch 1 / 8 / 32 on the embedded model, fp32, in-process vLLM
-(``enforce_eager``): plain requests; every request steered with one shared steering; every request with
-one of 8 different steerings (the per-request path). Prints tok/s and the ratios the issue targets
+(``enforce_eager``): stock vLLM (steerlab's hooks taken off); the plugin installed and no request steered;
+every request steered with one shared steering; every request with one of 8 different steerings (the
+per-request path). Prints tok/s and the ratios the issue targets
 (steering costs <= 3% at 8 and 32; 8 steerings >= 0.95x of one). Run with ``.venv-vllm/bin/python``.
 
-Ratios are paired: each repetition times the three modes back to back, so a ratio compares runs seconds
+Ratios are paired: each repetition times the four modes back to back, so a ratio compares runs seconds
 apart and slow drift in machine load cancels, and the order of the modes rotates between repetitions; the
 table gives the median paired ratio, a bootstrap 95% interval of that median, and the range over
 repetitions (the 3% target is met when the interval lies above 0.97, missed when it lies below).
@@ -80,8 +81,14 @@ def main() -> None:
         return tokens / (time.perf_counter() - start)
 
     def vllm_run(batch: int, steering: str) -> float:
-        reqs = requests_for(batch, steering)
-        return timed(lambda: sum(len(o.outputs[0].token_ids) for o in engine.run(reqs)))
+        reqs = requests_for(batch, "plain" if steering == "bare" else steering)
+        if steering == "bare":  # stock vLLM: steerlab's hooks taken off (outside the timed part)
+            engine.llm.collective_rpc("steerlab_remove")
+        try:
+            return timed(lambda: sum(len(o.outputs[0].token_ids) for o in engine.run(reqs)))
+        finally:
+            if steering == "bare":
+                engine.llm.collective_rpc("steerlab_install")
 
     def torch_run(batch: int, steering: str) -> float:
         rows = None if steering == "plain" else [Steering(vectors[0], strength=0.3, unit="norm")] * batch
@@ -95,32 +102,33 @@ def main() -> None:
             )
         )
 
-    modes = ("plain", "one", "eight")
+    modes = ("bare", "plain", "one", "eight")
     print(
         f"# {args.tokens} tokens per request, {args.reps} repetitions, modes back to back in each; load avg "
         f"{os.getloadavg()[0]:.1f} at start"
     )
     print(
-        "| batch | plain vLLM tok/s | one steering tok/s | 8 steerings tok/s | one/plain median [95% CI] (range) "
-        "| 8/one median [95% CI] (range) | torch engine plain / one |"
+        "| batch | stock vLLM tok/s | plugin, unsteered | one steering | 8 steerings "
+        "| one/stock median [95% CI] (range) | unsteered/stock | 8/one | torch engine plain / one |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batches.split(",")):
         vllm_run(batch, "one")  # warm-up: the first pass at a new batch shape pays one-off costs
         rates: dict[str, list[float]] = {m: [] for m in modes}
         for rep in range(args.reps):
-            for mode in modes[rep % 3 :] + modes[: rep % 3]:  # rotate the order: no mode always runs first
+            shift = rep % len(modes)
+            for mode in modes[shift:] + modes[:shift]:  # rotate the order: no mode always runs first
                 rates[mode].append(vllm_run(batch, mode))
         torch_plain = torch_one = float("nan")
         if args.torch:
             torch_plain, torch_one = torch_run(batch, "plain"), torch_run(batch, "one")
-        cost = [o / p for o, p in zip(rates["one"], rates["plain"], strict=True)]
+        cost = [o / b for o, b in zip(rates["one"], rates["bare"], strict=True)]
+        idle = [p / b for p, b in zip(rates["plain"], rates["bare"], strict=True)]
         per = [e / o for e, o in zip(rates["eight"], rates["one"], strict=True)]
         med = {m: statistics.median(v) for m, v in rates.items()}
         print(
-            f"| {batch} | {med['plain']:.1f} | {med['one']:.1f} | {med['eight']:.1f} "
-            f"| {statistics.median(cost):.3f} [{median_interval(cost)}] ({min(cost):.3f}-{max(cost):.3f}) "
-            f"| {statistics.median(per):.3f} [{median_interval(per)}] ({min(per):.3f}-{max(per):.3f}) "
+            f"| {batch} | {med['bare']:.1f} | {med['plain']:.1f} | {med['one']:.1f} | {med['eight']:.1f} "
+            f"| {ratio(cost)} | {ratio(idle)} | {ratio(per)} "
             f"| {torch_plain:.1f} / {torch_one:.1f} |",
             flush=True,
         )
@@ -139,6 +147,12 @@ def main() -> None:
         )
         for batch, (plain, one) in got.items():
             print(f"| batch {batch} (sequential) | {plain:.1f} | {one:.1f} |")
+
+
+def ratio(values: list[float]) -> str:
+    return (
+        f"{statistics.median(values):.3f} [{median_interval(values)}] ({min(values):.3f}-{max(values):.3f})"
+    )
 
 
 def median_interval(values: list[float], level: float = 0.95, draws: int = 4000) -> str:

@@ -114,8 +114,14 @@ def test_conditional_gates_the_steering_that_refuses_most_harmful_calibration_pr
         "refusal": _finished("refusal", [1.0, 0.0], [0.0, 1.0]),
     }
     assert conditional_base(main, task) == "refusal"
-    main["refusal"] = _finished("refusal", [0.0, 0.0], [1.0, 1.0])
-    assert conditional_base(main, task) == CONDITIONAL_BASE  # a tie keeps the default
+    main["mean_diff"] = _finished("mean_diff", [1.0, 1.0], [1.0, 1.0])
+    assert conditional_base(main, task) == "mean_diff"
+    # a tie goes to the method made for the task (on safety: refusal), else to the default
+    main["refusal"] = _finished("refusal", [1.0, 1.0], [0.0, 0.0])
+    assert conditional_base(main, task) == "refusal"
+    del main["refusal"]
+    main["probe"] = _finished("probe", [1.0, 1.0], [0.0, 0.0])
+    assert conditional_base(main, task) == CONDITIONAL_BASE
     assert conditional_base({}, task) == CONDITIONAL_BASE
 
 

@@ -23,6 +23,7 @@ from steerlab.evaluate.arena.build import Progress
 from steerlab.evaluate.arena.config import (
     CONDITIONAL_BASE,
     CONDITIONAL_METHOD,
+    TASK_STEERING,
     ArenaConfig,
     available_methods,
     check_methods,
@@ -283,7 +284,8 @@ def conditional_base(main: dict[str, MethodResult], task: Task) -> str:
     """The finished steering method the conditional method gates: on a labelled task (safety) the one whose
     calibrated setting refused most harmful calibration prompts (gating keeps those and spares the
     harmless ones); otherwise the largest calibrated effect. Scored on the calibration split, never on the
-    evaluation split; ties and an empty field go to :data:`CONDITIONAL_BASE`."""
+    evaluation split; a tie goes to the task's own method (:data:`TASK_STEERING`) when it is among the tied,
+    else to :data:`CONDITIONAL_BASE`, as does an empty field."""
     labels = task.split("calib")[1]
     scores: dict[str, float] = {}
     for name, result in main.items():
@@ -302,7 +304,10 @@ def conditional_base(main: dict[str, MethodResult], task: Task) -> str:
         return CONDITIONAL_BASE
     top = max(scores.values())
     tied = [m for m, v in scores.items() if v >= top - 1e-9]
-    return CONDITIONAL_BASE if CONDITIONAL_BASE in tied else tied[0]
+    if len(tied) == 1:
+        return tied[0]
+    own = TASK_STEERING.get(task.kind)
+    return own if own in tied else CONDITIONAL_BASE if CONDITIONAL_BASE in tied else tied[0]
 
 
 def _chosen_row(calibration: dict[str, Any]) -> dict[str, Any] | None:

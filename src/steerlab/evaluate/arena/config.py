@@ -22,6 +22,10 @@ CONDITIONAL_METHOD = "conditional"
 #: The vector the conditional method gates when no other steering method finished before it; otherwise it
 #: gates the best one (on safety: the most refusals on harmful calibration prompts, ``refusal`` included).
 CONDITIONAL_BASE = "mean_diff"
+#: The steering method made for a task's behaviour, which the conditional method gates when the calibrated
+#: methods tie (on safety, often all at zero refusals: their ungated ladders stop at the KL budget, below the
+#: strength at which a refusal direction works, while the gate keeps neutral prompts from paying for it).
+TASK_STEERING = {"safety": "refusal"}
 #: Steering methods that build from the model itself rather than pair activations alone; run when named.
 MODEL_STEERING = ("iti", "refusal", "learned")
 #: Adaptations that are not steering vectors.
