@@ -435,3 +435,16 @@ def test_sweep_heatmap_colours_diverge_around_the_unadapted_value_and_show_inter
     assert kl.norm.vmin == 0.0 and kl.cmap.name == "Reds"
     with pytest.raises(Exception, match="no sweep cells"):
         sweep_heatmap(rows[:1], "effect")
+
+
+def test_the_conditional_row_says_what_it_gates_and_on_what():
+    from steerlab.evaluate.report.findings import UsabilityEntry
+    from steerlab.evaluate.report.verdicts import usability_of
+
+    setting = {"layers": [6], "strength": 16.0, "base": "refusal", "condition": "safety-condition(layer 0)"}
+    line = usability_of(UsabilityEntry("conditional", "steering", setting, 6, "6"))
+    assert line == (
+        "conditional: layers 6 and strength 16.0 chosen automatically (6 calibration cells), gating refusal "
+        "by safety-condition(layer 0)"
+    )
+    assert "gating" not in usability_of(UsabilityEntry("mean_diff", "steering", {"strength": 1.0}, 3, "6"))

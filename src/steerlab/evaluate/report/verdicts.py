@@ -213,6 +213,8 @@ def usability_of(u: UsabilityEntry) -> str:
             f"{u.method}: layers {u.layer_label or u.setting.get('layers')} and strength {u.setting.get('strength')} chosen "
             f"automatically ({u.calibration_cells} calibration cells)"
         )
+        if u.setting.get("base"):  # the conditional method: which vector it gates, and on what
+            line += f", gating {u.setting['base']} by {u.setting.get('condition', 'a condition')}"
         if u.setting.get("within_budget") is False:
             line += (
                 " — no cell stayed inside the KL/fluency budget, so this is the lowest-KL cell and it "
