@@ -6,27 +6,23 @@ an expensive forward pass, and the same strings are produced for extraction, eva
 
 from steerlab.data.chat import format_user, has_chat_template, pair_texts, plain_format
 from steerlab.data.formats import (
-    EXAMPLES,
     MIN_PER_SIDE,
     ABItem,
     ContrastPair,
     LabelledExample,
     ab_letter,
     ab_to_pairs,
-    data_hash,
-    demo_pairs,
-    example_path,
     labelled_to_pairs,
     load_ab,
     load_any,
     load_instructions,
     load_labelled,
     load_pairs,
-    neutral_prompts,
     persona_pairs,
-    split,
 )
 from steerlab.data.lint import Finding, LintReport, lint, lint_path, render
+from steerlab.data.packaged import EXAMPLES, demo_pairs, example_path, neutral_prompts
+from steerlab.data.sets import data_hash, split
 
 __all__ = [
     "EXAMPLES",

@@ -10,21 +10,15 @@ this module gives the records their meaning.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import importlib.resources
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from steerlab.data.records import Parsed, Record, fail, kind_name, load_records, parse_records, show
+from steerlab.data.records import Parsed, Record, fail, kind_name, load_records, show
 from steerlab.errors import DataError
-
-T = TypeVar("T")
 
 #: The fewest items a side may have: a mean difference over one example is that example, not a direction.
 MIN_PER_SIDE = 2
@@ -163,7 +157,8 @@ def _persona_spec(spec: dict[str, Any], source: str) -> list[ContrastPair]:
         raise DataError(f"{source}: {exc}") from None
 
 
-def _parse_pairs(parsed: Parsed, source: str) -> list[ContrastPair]:
+def parse_pairs(parsed: Parsed, source: str) -> list[ContrastPair]:
+    """Contrast pairs from parsed records (what :func:`load_pairs` reads; packaged data uses it too)."""
     if isinstance(parsed, dict):
         return _persona_spec(parsed, source)
     pairs = []
@@ -182,7 +177,7 @@ def _parse_pairs(parsed: Parsed, source: str) -> list[ContrastPair]:
 
 def load_pairs(path: str | Path) -> list[ContrastPair]:
     """Load contrast pairs from JSONL, a JSON list, a ``{"pairs": [...]}`` object or a persona template file."""
-    return _parse_pairs(*load_records(path))
+    return parse_pairs(*load_records(path))
 
 
 # ----------------------------------------------------------------------------------------------------- A/B
@@ -324,7 +319,7 @@ def load_instructions(path: str | Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------- sniffing
 
 _PARSERS: dict[str, Callable[[Parsed, str], list[Any]]] = {
-    "pairs": _parse_pairs,
+    "pairs": parse_pairs,
     "ab": _parse_ab,
     "labelled": _parse_labelled,
     "instructions": _parse_instructions,
@@ -365,107 +360,3 @@ def load_any(path: str | Path) -> tuple[str, list[Any]]:
             f"text+label (labelled) or instruction (instructions), found keys {sorted(first)}",
         )
     return kind, _PARSERS[kind](parsed, source)
-
-
-# ----------------------------------------------------------------------------------------- split and hash
-
-
-def split(items: Sequence[T], dev_fraction: float = 0.2, seed: int = 0) -> tuple[list[T], list[T]]:
-    """Deterministic train/dev split; both parts keep the input order so diffs of data files stay readable.
-
-    With ``0 < dev_fraction`` and at least two items, dev gets at least one item and train keeps at least one,
-    so a small set never yields an empty side by rounding.
-    """
-    if not 0.0 <= dev_fraction < 1.0:
-        raise DataError(f"expected dev_fraction in [0, 1), found {dev_fraction}")
-    n = len(items)
-    n_dev = round(n * dev_fraction)
-    if dev_fraction > 0 and n >= 2:
-        n_dev = min(max(n_dev, 1), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    dev_idx = set(order[:n_dev])
-    train = [x for i, x in enumerate(items) if i not in dev_idx]
-    dev = [x for i, x in enumerate(items) if i in dev_idx]
-    return train, dev
-
-
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    raise DataError(f"data_hash: expected JSON-like data or dataclasses, found {type(obj).__name__}")
-
-
-def data_hash(obj: Any) -> str:
-    """Stable fingerprint of a data set, recorded in vector metadata to say which data built a vector.
-
-    It is the SHA-256 of canonical JSON (sorted keys, no whitespace, UTF-8), so it is the same across runs,
-    machines and Python versions, and changes with any change to any item or to the order of items.
-    """
-    canonical = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-# ------------------------------------------------------------------------------------------ packaged data
-
-
-def _resource_text(*parts: str) -> tuple[str, str]:
-    resource = importlib.resources.files("steerlab.data").joinpath(*parts)
-    source = "steerlab/data/" + "/".join(parts)
-    try:
-        return resource.read_text(encoding="utf-8"), source
-    except FileNotFoundError:
-        raise DataError(
-            f"{source}: expected a packaged data file, found nothing (is the package installed?)"
-        ) from None
-
-
-#: The minimal example file of every accepted format, shipped in ``steerlab/data/examples`` (documented in
-#: docs/data-formats.md): file name -> the kind :func:`load_any` reads it as.
-EXAMPLES = {
-    "pairs.jsonl": "pairs",
-    "pairs.json": "pairs",
-    "completions.jsonl": "pairs",
-    "persona.json": "pairs",
-    "ab.jsonl": "ab",
-    "labelled.jsonl": "labelled",
-    "harmful.jsonl": "instructions",
-    "harmless.jsonl": "instructions",
-}
-
-
-def example_path(name: str) -> Path:
-    """The path of a shipped example data file (see :data:`EXAMPLES`), to copy or pass to a command."""
-    if name not in EXAMPLES:
-        raise DataError(f"no example data file {name!r}; expected one of {', '.join(EXAMPLES)}")
-    path = Path(str(importlib.resources.files("steerlab.data").joinpath("examples", name)))
-    if not path.is_file():
-        raise DataError(
-            f"{path}: expected a packaged example file, found nothing (is the package installed?)"
-        )
-    return path
-
-
-def demo_pairs(name: str = "happy_sad") -> list[ContrastPair]:
-    """The demo's contrast pairs (a persona template over neutral tasks), shipped inside the package.
-
-    Packaged rather than read from the repo so the demo and the tests work from an installed wheel.
-    """
-    text, source = _resource_text("demo", f"{name}.json")
-    return _parse_pairs(parse_records(text, source), source)
-
-
-def neutral_prompts() -> list[str]:
-    """Short prompts with no emotional or safety loading, for measuring side effects (e.g. KL) of a vector."""
-    text, source = _resource_text("neutral", "prompts.json")
-    doc = json.loads(text)
-    prompts = doc.get("prompts") if isinstance(doc, dict) else None
-    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise DataError(f"{source}: expected {{'prompts': [non-empty strings]}}, found {show(doc)}")
-    return list(prompts)
