@@ -35,6 +35,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--torch", action="store_true", help="also time steerlab's torch engine (once each)")
+    parser.add_argument(
+        "--account",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time steerlab's own code inside N steered runs per batch and mode (its share of the run)",
+    )
     parser.add_argument("--llamacpp", metavar="PYTHON", help="also time the llama.cpp engine in this Python")
     args = parser.parse_args()
 
@@ -103,35 +110,38 @@ def main() -> None:
         )
 
     modes = ("bare", "plain", "one", "eight")
-    print(
-        f"# {args.tokens} tokens per request, {args.reps} repetitions, modes back to back in each; load avg "
-        f"{os.getloadavg()[0]:.1f} at start"
-    )
-    print(
-        "| batch | stock vLLM tok/s | plugin, unsteered | one steering | 8 steerings "
-        "| one/stock median [95% CI] (range) | unsteered/stock | 8/one | torch engine plain / one |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for batch in (int(b) for b in args.batches.split(",")):
-        vllm_run(batch, "one")  # warm-up: the first pass at a new batch shape pays one-off costs
-        rates: dict[str, list[float]] = {m: [] for m in modes}
-        for rep in range(args.reps):
-            shift = rep % len(modes)
-            for mode in modes[shift:] + modes[:shift]:  # rotate the order: no mode always runs first
-                rates[mode].append(vllm_run(batch, mode))
-        torch_plain = torch_one = float("nan")
-        if args.torch:
-            torch_plain, torch_one = torch_run(batch, "plain"), torch_run(batch, "one")
-        cost = [o / b for o, b in zip(rates["one"], rates["bare"], strict=True)]
-        idle = [p / b for p, b in zip(rates["plain"], rates["bare"], strict=True)]
-        per = [e / o for e, o in zip(rates["eight"], rates["one"], strict=True)]
-        med = {m: statistics.median(v) for m, v in rates.items()}
+    if args.reps > 0:  # --reps 0: only the accounting below
         print(
-            f"| {batch} | {med['bare']:.1f} | {med['plain']:.1f} | {med['one']:.1f} | {med['eight']:.1f} "
-            f"| {ratio(cost)} | {ratio(idle)} | {ratio(per)} "
-            f"| {torch_plain:.1f} / {torch_one:.1f} |",
-            flush=True,
+            f"# {args.tokens} tokens per request, {args.reps} repetitions, modes back to back in each; load avg "
+            f"{os.getloadavg()[0]:.1f} at start"
         )
+        print(
+            "| batch | stock vLLM tok/s | plugin, unsteered | one steering | 8 steerings "
+            "| one/stock median [95% CI] (range) | unsteered/stock | 8/one | torch engine plain / one |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for batch in (int(b) for b in args.batches.split(",")):
+            vllm_run(batch, "one")  # warm-up: the first pass at a new batch shape pays one-off costs
+            rates: dict[str, list[float]] = {m: [] for m in modes}
+            for rep in range(args.reps):
+                shift = rep % len(modes)
+                for mode in modes[shift:] + modes[:shift]:  # rotate the order: no mode always runs first
+                    rates[mode].append(vllm_run(batch, mode))
+            torch_plain = torch_one = float("nan")
+            if args.torch:
+                torch_plain, torch_one = torch_run(batch, "plain"), torch_run(batch, "one")
+            cost = [o / b for o, b in zip(rates["one"], rates["bare"], strict=True)]
+            idle = [p / b for p, b in zip(rates["plain"], rates["bare"], strict=True)]
+            per = [e / o for e, o in zip(rates["eight"], rates["one"], strict=True)]
+            med = {m: statistics.median(v) for m, v in rates.items()}
+            print(
+                f"| {batch} | {med['bare']:.1f} | {med['plain']:.1f} | {med['one']:.1f} | {med['eight']:.1f} "
+                f"| {ratio(cost)} | {ratio(idle)} | {ratio(per)} "
+                f"| {torch_plain:.1f} / {torch_one:.1f} |",
+                flush=True,
+            )
+    if args.account:
+        account(engine, vllm_run, [int(b) for b in args.batches.split(",")], args.account)
     if args.llamacpp:
         print("\n| llama.cpp engine (same prompt, tokens, steering) | plain tok/s | one steering tok/s |")
         print("|---|---:|---:|")
@@ -147,6 +157,55 @@ def main() -> None:
         )
         for batch, (plain, one) in got.items():
             print(f"| batch {batch} (sequential) | {plain:.1f} | {one:.1f} |")
+
+
+def account(engine, vllm_run, batches: list[int], reps: int) -> None:
+    """Time spent inside steerlab's code during steered runs, as a share of each run's wall time.
+
+    Throughput ratios on a small shared box scatter by +-20 % from run to run, far more than a 3 % target;
+    this measures the cost directly instead: every call into steerlab on the serving path (the model's
+    pre-hook, each layer hook, the processor's per-step ``update_state``, admission's ``validate_params``)
+    is wrapped in a timer. Calls run on the step's critical path, so their sum bounds what steering adds
+    (the timer's own overhead included, so it errs high).
+    """
+    from steerlab.backends.vllm import hooks
+    from steerlab.backends.vllm.plugin import SteerlabLogitsProcessor
+
+    spent = [0.0]
+
+    def timing(fn):
+        def timed_call(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return timed_call
+
+    layer_hook, begin = hooks.BatchSteerer._layer_hook, hooks.BatchSteerer.begin
+    update, validate = SteerlabLogitsProcessor.update_state, SteerlabLogitsProcessor.validate_params
+    hooks.BatchSteerer._layer_hook = lambda self, layer: timing(layer_hook(self, layer))
+    hooks.BatchSteerer.begin = timing(begin)
+    SteerlabLogitsProcessor.update_state = timing(update)
+    SteerlabLogitsProcessor.validate_params = classmethod(timing(validate.__func__))
+    engine.llm.collective_rpc("steerlab_remove")  # reinstall: the hooks are bound when installed
+    engine.llm.collective_rpc("steerlab_install")
+    print("\n| batch | steering | steerlab's share of the run, median (range) | runs |")
+    print("|---|---|---:|---:|")
+    for batch in batches:
+        for mode, label in (("one", "one for all"), ("eight", "8 different")):
+            shares = []
+            for _ in range(reps):
+                spent[0] = 0.0
+                start = time.perf_counter()
+                vllm_run(batch, mode)
+                shares.append(spent[0] / (time.perf_counter() - start))
+            print(
+                f"| {batch} | {label} | {statistics.median(shares):.2%} ({min(shares):.2%}-{max(shares):.2%}) "
+                f"| {reps} |",
+                flush=True,
+            )
 
 
 def ratio(values: list[float]) -> str:

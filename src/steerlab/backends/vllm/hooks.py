@@ -82,6 +82,9 @@ class _LayerTerms:
     start: torch.Tensor  # (J,)
     positional: bool
     gates: tuple[int, ...]  # per steered request: condition index, -1 = ungated
+    #: every request's edit at this depth is a plain addition at all its tokens (the common case): its
+    #: correction is the vector itself, so the hook need not read the stream
+    adds_only: bool = False
 
 
 @dataclass
@@ -258,8 +261,15 @@ class BatchSteerer:
             if batch is None or (layer not in batch.layers and layer not in batch.leaves):
                 return None
             hidden, residual = output
-            positions = kwargs.get("positions", args[0] if args else None)
             idx = batch.index
+            stack = batch.layers.get(layer, ())
+            if layer not in batch.leaves and all(t.adds_only for t in stack):
+                # additions only: the correction is the sum of the vectors, no read of the stream needed
+                deltas = [t.delta.to(hidden.dtype)[batch.row] for t in stack if t.delta is not None]
+                if not deltas:
+                    return None
+                return (hidden.index_add(0, idx, deltas[0] if len(deltas) == 1 else sum(deltas)), residual)
+            positions = kwargs.get("positions", args[0] if args else None)
             before = hidden[idx] if residual is None else hidden[idx] + residual[idx]
             pos = positions[idx].view(-1, 1) if positions is not None else None
             if layer in batch.leaves:
@@ -345,7 +355,8 @@ def _stack_layer(steerings: list[RequestSteering], layer: int, device: torch.dev
         start = torch.tensor([t.start if t is not None else 0 for t in slot], device=device)
         positional = any(t is not None and t.kind != 0 for t in slot)
         gates = tuple(t.gate if t is not None else -1 for t in slot)
-        out.append(_LayerTerms(delta, u, a, b, kind, start, positional, gates))
+        adds_only = u is None and not positional and all(g < 0 for g in gates)
+        out.append(_LayerTerms(delta, u, a, b, kind, start, positional, gates, adds_only))
     return out
 
 
