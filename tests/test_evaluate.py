@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import steerlab
+from steerlab.engine.condition import Condition
 from steerlab.errors import DataError, SteerlabError
 from steerlab.evaluate import adaptations, calibrate, measure, report, reversibility
 from steerlab.evaluate.concept import validate
@@ -248,6 +249,17 @@ def test_sweep_resumes_from_its_state_file(tiny, vector, tmp_path):
     assert "| 0-2 | 0.5 |" in md
     png = heatmap(again, "kl", tmp_path / "kl.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # a state file left by a sweep of another vector (or the same one gated) is not resumed
+    other = replace(vector, data_hash="another data set")
+    ex3 = RecordingExecutor(tiny)
+    fresh = run_sweep(tiny, replace(spec, vector=other), cells, executor=ex3, state=tmp_path / "s.json")
+    assert ex3.calls == 5 and [r["key"] for r in fresh] == [r["key"] for r in rows]
+    gate = Condition(other.directions[0], layer=0, threshold=-2.0, model_id=tiny.model_id)
+    ex4 = RecordingExecutor(tiny)
+    run_sweep(
+        tiny, replace(spec, vector=other, condition=gate), cells, executor=ex4, state=tmp_path / "s.json"
+    )
+    assert ex4.calls == 5
 
 
 def test_calibrate_choose_respects_budgets():
@@ -533,3 +545,35 @@ def test_knobs_added_later_leave_older_folders_resumable_at_their_default(tiny, 
         lambda self: {k: v for k, v in full(self).items() if k not in store.LATER_KNOBS},
     )
     assert store.fingerprint(tiny, task, ArenaConfig(budget=budget)) == now
+
+
+def test_a_saved_job_made_from_other_inputs_is_run_again(tmp_path):
+    """The conditional method's saved result is stale once a later method changes the vector it gates."""
+    from steerlab.evaluate.arena import store
+    from steerlab.evaluate.arena.results import MethodResult
+
+    class Calls:
+        def __init__(self):
+            self.jobs = []
+
+        def map(self, fn, items, on_result=None):
+            for i, item in enumerate(items):
+                self.jobs.append(item)
+                on_result(i, fn(None, item))
+
+    def run(_lm, base):
+        return MethodResult("conditional", 1.0, family="steering", settings={"base": base})
+
+    def stage(base, executor):
+        current = lambda r: r.settings.get("base") == base  # noqa: E731
+        jobs = [("conditional", base)]
+        return store.run_stage(
+            executor, run, jobs, tmp_path, lambda m: None, "main", MethodResult.from_json, current=current
+        )
+
+    first, second, third = Calls(), Calls(), Calls()
+    assert stage("mean_diff", first)["conditional"].settings["base"] == "mean_diff" and first.jobs == [
+        "mean_diff"
+    ]
+    assert stage("mean_diff", second)["conditional"].settings["base"] == "mean_diff" and second.jobs == []
+    assert stage("refusal", third)["conditional"].settings["base"] == "refusal" and third.jobs == ["refusal"]

@@ -153,10 +153,14 @@ def evaluate_cell(lm: LM, job: CellJob) -> dict[str, Any]:
     return row
 
 
-def _load_rows(path: Path | None) -> dict[str, dict[str, Any]]:
+def _load_rows(path: Path | None, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cells saved at ``path`` by a sweep of the same vector, op, unit and condition (``meta``); a file
+    left by another sweep is not resumed (its cells would be mixed into this one's choice)."""
     if path is None or not path.exists():
         return {}
     doc = json.loads(path.read_text())
+    if doc.get("meta") != meta:
+        return {}
     return {r["key"]: r for r in doc.get("cells", [])}
 
 
@@ -201,13 +205,15 @@ def run_sweep(
     executor = executor or InProcessExecutor(lm)
     path = Path(state) if state else None
     rows = store if store is not None else {}
-    rows.update({k: v for k, v in _load_rows(path).items() if k not in rows})
     meta = {
         "vector": spec.vector.method,
         "data_hash": spec.vector.data_hash,
         "op": spec.op,
         "unit": spec.unit,
     }
+    if spec.condition is not None:
+        meta["condition"] = spec.condition.describe()
+    rows.update({k: v for k, v in _load_rows(path, meta).items() if k not in rows})
     if spec.neutral and spec.reference_logits is None:
         spec.reference_logits = measure.next_token_logits(lm, baseline(), spec.neutral)
     reference = spec.reference_logits

@@ -153,7 +153,16 @@ def compare(
         base = conditional_base(main, task)
         job = MethodJob(task, CONDITIONAL_METHOD, config, str(artifacts), base=base)
         main |= store.run_stage(
-            executor, run_method, [(CONDITIONAL_METHOD, job)], runs, say, "main", MethodResult.from_json, run
+            executor,
+            run_method,
+            [(CONDITIONAL_METHOD, job)],
+            runs,
+            say,
+            "main",
+            MethodResult.from_json,
+            run,
+            # methods added to a folder later can change the base: a conditional gating another is stale
+            current=lambda r: r.skipped is not None or r.settings.get("base") == base,
         )
     for name in [m for m, r in main.items() if r.skipped is not None]:
         missing[name] = f"skipped: {main.pop(name).skipped}"

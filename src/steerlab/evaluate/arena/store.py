@@ -132,17 +132,23 @@ def run_stage(
     stage: str,
     load: Callable[[dict[str, Any]], R],
     run: bool = True,
+    current: Callable[[R], bool] | None = None,
 ) -> dict[str, R]:
     """Results of every job by key: saved ones read back with ``load``, the others run and saved as each
-    finishes. With ``run=False`` nothing new runs (what is missing is reported as not run)."""
+    finishes. With ``run=False`` nothing new runs (what is missing is reported as not run). ``current``
+    says whether a saved result still answers its job (one whose inputs depend on earlier results, like the
+    vector the conditional method gates); a saved result it rejects is run again."""
     results: dict[str, R] = {}
     todo = []
     for key, job in jobs:
         path = runs / f"{key}.json"
-        if path.exists():
-            results[key] = load(json.loads(path.read_text()))
+        saved = load(json.loads(path.read_text())) if path.exists() else None
+        if saved is not None and (current is None or current(saved)):
+            results[key] = saved
             progress(f"[{stage}] {key}: done earlier, reusing {path.name}")
         else:
+            if saved is not None:
+                progress(f"[{stage}] {key}: {path.name} was made from other inputs; running it again")
             todo.append((key, job))
     started = time.perf_counter()
 
