@@ -63,13 +63,19 @@ def row_sampling(temperature: float, top_p: float, seed: int | None, rows: int) 
     return [SamplingParams(temperature, top_p, row_seed(seed, i)) for i in range(rows)]
 
 
+#: float32's smallest normal number: the temperature below which float32 scaling would divide by zero.
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
+
+
 def nucleus_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """Softmax at ``temperature`` with everything outside the top-``top_p`` mass set to zero (1-D)."""
-    # Shift by the maximum first, and scale in float64: with a tiny temperature (5e-324 is a valid
-    # float, and anything below ~1e-38 is 0 in float32) the scaled logits would overflow to inf, or divide
-    # 0 by 0, and the softmax would be NaN; shifted and in float64, they go to -inf and leave the argmax at 1.
-    shifted = logits.double() - logits.double().max()
-    probs = torch.softmax(shifted / temperature, dim=-1).float()
+    # Shift by the maximum first, and keep the temperature inside float32's range: with a tiny temperature
+    # (5e-324 is a valid float, and anything below ~1e-38 is 0 in float32) the scaled logits would overflow
+    # to inf, or divide 0 by 0, and the softmax would be NaN. Shifted, and divided by at least float32's
+    # smallest normal number, they go to -inf or far below, and leave the argmax at 1: the same tokens as
+    # any smaller temperature, at float32's cost on this per-step, per-row path.
+    shifted = logits.float() - logits.float().max()
+    probs = torch.softmax(shifted / max(temperature, FLOAT32_TINY), dim=-1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
