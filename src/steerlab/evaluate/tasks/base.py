@@ -80,8 +80,9 @@ class Budget:
     seed: int = 0
 
     @classmethod
-    def preset(cls, name: str) -> Budget:
-        presets = {
+    def presets(cls) -> dict[str, Budget]:
+        """Every preset by name, cheapest first (the CLI's ``--budget`` choices)."""
+        return {
             "smoke": cls(
                 train=8,
                 eval=4,
@@ -114,13 +115,17 @@ class Budget:
             ),
             "default": cls(),
         }
+
+    @classmethod
+    def preset(cls, name: str) -> Budget:
+        presets = cls.presets()
         if name not in presets:
             raise DataError(f"unknown budget '{name}'; expected one of {', '.join(presets)}")
         return presets[name]
 
 
-#: Budget preset names, cheapest first (the CLI's ``--budget`` choices).
-BUDGETS = ("smoke", "small", "standard", "default")
+#: Budget preset names, cheapest first.
+BUDGETS = tuple(Budget.presets())
 
 
 def check_budget_sizes(task_name: str, sizes: dict[str, int], budget: Budget) -> None:
