@@ -35,21 +35,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def _instructions(path: Path) -> list[str]:
-    import json
-
-    text = path.read_text()
-    rows = json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines()]
-    return [r["instruction"] for r in rows]
-
-
 @pytest.fixture(scope="session")
 def refusal_data(shared_data) -> dict[str, list[str]]:
     """The shared refusal instructions, whole: harmful/harmless x train/val (tests slice their own)."""
+    from steerlab.data import load_instructions
+
     root = shared_data / "refusal_direction"
     original = root / "original" / "dataset" / "splits"
     return {
-        f"{kind}_{split}": _instructions(
+        f"{kind}_{split}": load_instructions(
             root / f"harmful_{split}.jsonl" if kind == "harmful" else original / f"harmless_{split}.json"
         )
         for kind in ("harmful", "harmless")
