@@ -32,6 +32,11 @@ MODEL_STEERING = ("iti", "refusal", "learned")
 OTHER_METHODS = ("baseline", "prompting", "lora")
 
 
+#: Field metadata of a knob added after comparison folders existed: at its default it stays out of the
+#: run fingerprint, so a folder written before it still resumes (and can gain methods).
+ADDED_LATER = {"added_later": True}
+
+
 @dataclass
 class ArenaConfig:
     """Knobs of one comparison. ``methods=None`` runs every method available in this install."""
@@ -70,9 +75,9 @@ class ArenaConfig:
     #: every layer in this fraction of the depth x every post-instruction token, screened with the direction
     #: added at ``refusal_add_strength`` x the harmful-harmless gap, the best ``refusal_generate_top`` then
     #: generating on the calibration split; the direction that induces the most refusals is kept
-    refusal_depth: tuple[float, float] = (0.1, 0.6)
-    refusal_add_strength: float = 4.0
-    refusal_generate_top: int = 3
+    refusal_depth: tuple[float, float] = field(default=(0.1, 0.6), metadata=ADDED_LATER)
+    refusal_add_strength: float = field(default=4.0, metadata=ADDED_LATER)
+    refusal_generate_top: int = field(default=3, metadata=ADDED_LATER)
     verbose: bool = False
     state_dir: str | None = None
     neutral: list[str] = field(default_factory=list)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -55,11 +56,6 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-#: Knobs added after comparison folders existed: at their default they stay out of the fingerprint, so a
-#: folder written before them still resumes (and can gain methods); set otherwise, they count like any knob.
-LATER_KNOBS = frozenset({"refusal_depth", "refusal_add_strength", "refusal_generate_top"})
-
-
 def fingerprint(lm: LM, task: Task, config: ArenaConfig, *, legacy: bool = False) -> str:
     """What a saved job depends on: the model, the task's data and splits, and every knob.
 
@@ -68,11 +64,13 @@ def fingerprint(lm: LM, task: Task, config: ArenaConfig, *, legacy: bool = False
     fingerprint folders written before that (method set included), which are still accepted.
     """
     dropped = {"verbose"} if legacy else {"verbose", "methods"}
+    # knobs added after folders existed (marked in their field) count only once set away from the default
+    later = {f.name for f in fields(config) if f.metadata.get("added_later")}
     defaults = type(config)().as_dict()
     knobs = {
         k: v
         for k, v in config.as_dict().items()
-        if k not in dropped and not (k in LATER_KNOBS and v == defaults[k])
+        if k not in dropped and not (k in later and v == defaults[k])
     }
     what = {
         "model": lm.model_id,
